@@ -1,0 +1,160 @@
+"""The state store contract: atomic operations, never get-modify-save.
+
+Every implementation (memory, Redis, MongoDB) passes the same contract test suite.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from apikeyrouter.domain.models.api_key import APIKey, KeyState, StateTransition
+from apikeyrouter.domain.models.quota_state import WindowUsage
+from apikeyrouter.domain.models.routing_decision import RoutingDecision
+
+
+@dataclass(frozen=True, slots=True)
+class WindowLimit:
+    """A limit on one metric over a sliding window, e.g. 10,000 tokens per 60 s."""
+
+    metric: str  # "requests" | "tokens" | "spend"
+    window_seconds: float
+    limit: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRequest:
+    """Reserve ``amounts`` on ``key_id`` if every one of ``limits`` still has room."""
+
+    key_id: str
+    limits: tuple[WindowLimit, ...]
+    amounts: dict[str, float]  # metric -> amount, e.g. {"requests": 1, "tokens": 800}
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    key_id: str
+    amounts: dict[str, float]
+    at: float  # when it was charged; commit/release adjust the same window slot
+    limits: tuple[WindowLimit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRefusal:
+    """No candidate had room. ``retry_at`` is the earliest time one of them will."""
+
+    retry_at: float | None
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitPolicy:
+    failure_threshold: int = 5
+    open_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitSnapshot:
+    state: CircuitState
+    consecutive_failures: int
+    open_until: float | None
+    probe_in_flight: bool = False
+
+
+class StateStore(ABC):
+    """Where keys, counters, cooldowns, circuits and audit live."""
+
+    # --- keys -------------------------------------------------------------------------------
+    @abstractmethod
+    async def put_key(self, key: APIKey) -> None: ...
+
+    @abstractmethod
+    async def get_key(self, key_id: str) -> APIKey | None: ...
+
+    @abstractmethod
+    async def list_keys(self, provider_id: str | None = None) -> list[APIKey]: ...
+
+    @abstractmethod
+    async def delete_key(self, key_id: str) -> bool: ...
+
+    @abstractmethod
+    async def compare_and_set_state(
+        self,
+        key_id: str,
+        expected: KeyState,
+        transition: StateTransition,
+        cooldown_until: float | None = None,
+    ) -> bool:
+        """Move ``key_id`` from ``expected`` to ``transition.to_state`` and append the audit
+        record, atomically; return False (changing nothing) if the key is not in ``expected``."""
+
+    # --- usage windows ----------------------------------------------------------------------
+    @abstractmethod
+    async def reserve(
+        self, candidates: Sequence[ReservationRequest], now: float
+    ) -> Reservation | ReservationRefusal:
+        """Try candidates in order; reserve on the first whose every limit has room."""
+
+    @abstractmethod
+    async def commit(self, reservation: Reservation, actual: dict[str, float]) -> None:
+        """Replace the reserved amounts with the actual ones (in the same window slot)."""
+
+    @abstractmethod
+    async def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose request consumed nothing upstream."""
+
+    @abstractmethod
+    async def window_usage(
+        self, key_id: str, limits: Sequence[WindowLimit], now: float
+    ) -> list[WindowUsage]: ...
+
+    # --- cooldowns and circuits -------------------------------------------------------------
+    @abstractmethod
+    async def set_cooldown(self, key_id: str, until: float) -> None: ...
+
+    @abstractmethod
+    async def get_cooldown(self, key_id: str, now: float) -> float | None: ...
+
+    @abstractmethod
+    async def record_success(self, key_id: str, now: float) -> CircuitSnapshot: ...
+
+    @abstractmethod
+    async def record_failure(
+        self, key_id: str, now: float, policy: CircuitPolicy
+    ) -> CircuitSnapshot: ...
+
+    @abstractmethod
+    async def circuit(self, key_id: str, now: float) -> CircuitSnapshot: ...
+
+    @abstractmethod
+    async def try_acquire_probe(self, key_id: str, now: float) -> bool:
+        """In half-open state, let exactly one caller probe the key."""
+
+    # --- audit and decisions ----------------------------------------------------------------
+    @abstractmethod
+    async def append_audit(self, transition: StateTransition) -> None: ...
+
+    @abstractmethod
+    async def list_audit(
+        self, key_id: str | None = None, limit: int = 100
+    ) -> list[StateTransition]: ...
+
+    @abstractmethod
+    async def record_decision(self, decision: RoutingDecision) -> None: ...
+
+    @abstractmethod
+    async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]: ...
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,36 @@
+"""Why a request went where it went."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from apikeyrouter.domain.models.request_context import RoutingObjective
+
+
+class CandidateScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str
+    provider_id: str
+    score: float
+    components: dict[str, float] = Field(default_factory=dict)
+
+
+class RoutingDecision(BaseModel):
+    request_id: str
+    objective: RoutingObjective
+    model: str
+    chosen_key_id: str | None = None
+    provider_id: str | None = None
+    candidates: list[CandidateScore] = Field(
+        default_factory=list, description="Best-ranked candidates, best first (top few only)."
+    )
+    considered: int = 0
+    excluded: dict[str, int] = Field(
+        default_factory=dict, description="Why keys were not candidates, with counts."
+    )
+    attempt: int = 1
+    explanation: str = ""
+    at: float = Field(default_factory=time.time)

@@ -1,0 +1,71 @@
+"""Bucketed sliding-window counter.
+
+A window of length W is split into N buckets; usage counts while any part of its bucket is still
+inside the window. That over-counts by at most one bucket (W/N), which is the safe direction: a
+key never exceeds its limit in any sliding window, so it also never trips a provider's token
+bucket of the same size. The Redis store implements the same arithmetic in Lua.
+"""
+
+from __future__ import annotations
+
+import math
+
+BUCKETS_PER_WINDOW = 60
+
+
+class WindowCounter:
+    __slots__ = ("_amounts", "_indexes", "buckets", "width", "window_seconds")
+
+    def __init__(self, window_seconds: float, buckets: int = BUCKETS_PER_WINDOW) -> None:
+        self.window_seconds = window_seconds
+        self.buckets = buckets
+        self.width = window_seconds / buckets
+        size = buckets + 1
+        self._indexes: list[int] = [-1] * size
+        self._amounts: list[float] = [0.0] * size
+
+    def _index(self, at: float) -> int:
+        return math.floor(at / self.width)
+
+    def used(self, now: float) -> float:
+        oldest = self._index(now) - self.buckets
+        total = 0.0
+        for idx, amount in zip(self._indexes, self._amounts, strict=True):
+            if idx >= oldest:
+                total += amount
+        return total
+
+    def add(self, at: float, amount: float, now: float | None = None) -> None:
+        """Add ``amount`` to the bucket of time ``at`` (dropped if that bucket has expired)."""
+        idx = self._index(at)
+        if now is not None and idx < self._index(now) - self.buckets:
+            return
+        slot = idx % len(self._indexes)
+        if self._indexes[slot] != idx:
+            if self._indexes[slot] > idx:
+                return  # the slot already holds a newer bucket: ``at`` is long expired
+            self._indexes[slot] = idx
+            self._amounts[slot] = 0.0
+        self._amounts[slot] = max(0.0, self._amounts[slot] + amount)
+
+    def fits(self, now: float, amount: float, limit: float) -> bool:
+        return self.used(now) + amount <= limit
+
+    def retry_at(self, now: float, amount: float, limit: float) -> float | None:
+        """Earliest time at which ``amount`` more would fit, or None if it never can."""
+        if amount > limit:
+            return None
+        used = self.used(now)
+        if used + amount <= limit:
+            return now
+        oldest = self._index(now) - self.buckets
+        live = sorted(
+            (idx, amt)
+            for idx, amt in zip(self._indexes, self._amounts, strict=True)
+            if idx >= oldest and amt > 0
+        )
+        for idx, amt in live:
+            used -= amt
+            if used + amount <= limit:
+                return (idx + self.buckets + 1) * self.width
+        return now

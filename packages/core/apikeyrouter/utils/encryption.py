@@ -1,0 +1,69 @@
+"""AES-GCM encryption of key material at rest.
+
+The master key comes from the environment (``APIKEYROUTER_MASTER_KEY``, 32 bytes, urlsafe
+base64). Without one, an ephemeral key is generated: fine for the in-memory store, whose state
+dies with the process anyway; durable stores refuse to start without a configured key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from apikeyrouter.utils.exceptions import ConfigurationError
+
+MASTER_KEY_ENV = "APIKEYROUTER_MASTER_KEY"
+_NONCE_BYTES = 12
+_VERSION = "v1"
+
+
+def generate_master_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _decode_master_key(encoded: str) -> bytes:
+    try:
+        raw = base64.urlsafe_b64decode(encoded.encode())
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError(f"{MASTER_KEY_ENV} is not valid urlsafe base64") from exc
+    if len(raw) != 32:
+        raise ConfigurationError(f"{MASTER_KEY_ENV} must decode to 32 bytes, got {len(raw)}")
+    return raw
+
+
+class KeyEncryptor:
+    """Encrypts and decrypts key material; the associated data binds a ciphertext to its key id."""
+
+    __slots__ = ("_aead", "ephemeral")
+
+    def __init__(self, master_key: str | None = None) -> None:
+        encoded = master_key if master_key is not None else os.environ.get(MASTER_KEY_ENV)
+        self.ephemeral = encoded is None
+        raw = _decode_master_key(encoded) if encoded is not None else secrets.token_bytes(32)
+        self._aead = AESGCM(raw)
+
+    def __repr__(self) -> str:
+        return f"KeyEncryptor(ephemeral={self.ephemeral})"
+
+    def encrypt(self, plaintext: str, key_id: str) -> str:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, plaintext.encode(), key_id.encode())
+        return f"{_VERSION}:" + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def decrypt(self, token: str, key_id: str) -> str:
+        version, _, payload = token.partition(":")
+        if version != _VERSION:
+            raise ConfigurationError(f"unknown ciphertext version for key {key_id}")
+        try:
+            raw = base64.urlsafe_b64decode(payload.encode())
+            plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], key_id.encode())
+        except (InvalidTag, binascii.Error, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot decrypt key {key_id}: wrong master key or corrupted record"
+            ) from exc
+        return plain.decode()
