@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 # Things that look like provider credentials: OpenAI/Anthropic style prefixes, Google API keys,
-# and masked echoes such as OpenAI's "Incorrect API key provided: sk-ab***...cd".
+# and masked echoes such as OpenAI's "Incorrect API key provided: sk-ab***...cd". Our own key
+# ids ("key_...") are deliberately not matched: they are safe to log.
 _SECRET_PATTERN = re.compile(
-    r"(?:sk|rk|pk|key)[-_][A-Za-z0-9_*.\-]{4,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+\S+"
+    r"\b(?:sk|rk|pk)-[A-Za-z0-9_*.\-]{4,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+\S+"
 )
 REDACTED = "[redacted]"
 

@@ -36,9 +36,6 @@ def collect_candidates(
     result = CandidateSet()
     for key in keys:
         result.considered += 1
-        if key.id in skip:
-            result.exclude("already_tried")
-            continue
         state = key.state
         cooldown = key.cooldown_until
         if state not in ROUTABLE_STATES:
@@ -62,5 +59,8 @@ def collect_candidates(
                 result.exclude("circuit_open", circuit.open_until)
                 continue
             circuit_state = CircuitState.HALF_OPEN
+        if key.id in skip:  # checked last, so a tried key that is now cooling down says so
+            result.exclude("already_tried")
+            continue
         result.candidates.append(Candidate(key, circuit_state))
     return result

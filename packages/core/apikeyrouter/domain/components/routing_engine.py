@@ -151,9 +151,9 @@ def explain(decision: RoutingDecision) -> str:
         excluded_text = "; excluded " + ", ".join(
             f"{reason_}: {count}" for reason_, count in sorted(decision.excluded.items())
         )
-    attempt = f" on attempt {decision.attempt}" if decision.attempt > 1 else ""
+    attempt = f"attempt {decision.attempt}: " if decision.attempt > 1 else ""
     return (
-        f"chose {decision.chosen_key_id} ({decision.provider_id}) for {decision.model} "
-        f"by {decision.objective.value}{reason}{attempt}; "
+        f"{attempt}chose {decision.chosen_key_id} ({decision.provider_id}) for {decision.model} "
+        f"by {decision.objective.value}{reason}; "
         f"{decision.considered} key(s) considered{excluded_text}"
     )

@@ -25,12 +25,26 @@ class WindowLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedCounter:
+    """A counter not owned by one key (a budget: global, per provider, model or client).
+
+    It is checked and charged in the same atomic step as the key's own windows.
+    """
+
+    counter_id: str
+    limit: WindowLimit
+    amount: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReservationRequest:
-    """Reserve ``amounts`` on ``key_id`` if every one of ``limits`` still has room."""
+    """Reserve ``amounts`` on ``key_id`` if every one of ``limits`` (and every shared counter)
+    still has room."""
 
     key_id: str
     limits: tuple[WindowLimit, ...]
     amounts: dict[str, float]  # metric -> amount, e.g. {"requests": 1, "tokens": 800}
+    shared: tuple[SharedCounter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +53,7 @@ class Reservation:
     amounts: dict[str, float]
     at: float  # when it was charged; commit/release adjust the same window slot
     limits: tuple[WindowLimit, ...]
+    shared: tuple[SharedCounter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +119,9 @@ class StateStore(ABC):
 
     @abstractmethod
     async def commit(self, reservation: Reservation, actual: dict[str, float]) -> None:
-        """Replace the reserved amounts with the actual ones (in the same window slot)."""
+        """Replace the reserved amounts with the actual ones (in the same window slot).
+
+        Shared counters are adjusted by the same metric's actual amount."""
 
     @abstractmethod
     async def release(self, reservation: Reservation) -> None:
@@ -113,7 +130,8 @@ class StateStore(ABC):
     @abstractmethod
     async def window_usage(
         self, key_id: str, limits: Sequence[WindowLimit], now: float
-    ) -> list[WindowUsage]: ...
+    ) -> list[WindowUsage]:
+        """Usage of a key's windows, or of a shared counter when ``key_id`` is its id."""
 
     # --- cooldowns and circuits -------------------------------------------------------------
     @abstractmethod

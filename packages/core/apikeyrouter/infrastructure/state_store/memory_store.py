@@ -110,22 +110,37 @@ class InMemoryStateStore(StateStore):
     ) -> Reservation | ReservationRefusal:
         earliest: float | None = None
         for candidate in candidates:
-            blocked_until: float | None = None
+            checks = [
+                (self._counter(candidate.key_id, limit), limit.limit, amount)
+                for limit in candidate.limits
+                if (amount := candidate.amounts.get(limit.metric, 0.0))
+            ]
+            checks.extend(
+                (self._counter(shared.counter_id, shared.limit), shared.limit.limit, shared.amount)
+                for shared in candidate.shared
+            )
             blocked = False
-            for limit in candidate.limits:
-                amount = candidate.amounts.get(limit.metric, 0.0)
-                counter = self._counter(candidate.key_id, limit)
-                if not counter.fits(now, amount, limit.limit):
+            never = False
+            blocked_until = now
+            for counter, limit_value, amount in checks:
+                if not counter.fits(now, amount, limit_value):
                     blocked = True
-                    at = counter.retry_at(now, amount, limit.limit)
-                    if at is not None:
-                        blocked_until = at if blocked_until is None else max(blocked_until, at)
+                    at = counter.retry_at(now, amount, limit_value)
+                    if at is None:
+                        never = True
+                    else:
+                        blocked_until = max(blocked_until, at)
             if not blocked:
-                for limit in candidate.limits:
-                    amount = candidate.amounts.get(limit.metric, 0.0)
-                    self._counter(candidate.key_id, limit).add(now, amount)
-                return Reservation(candidate.key_id, dict(candidate.amounts), now, candidate.limits)
-            if blocked_until is not None:
+                for counter, _, amount in checks:
+                    counter.add(now, amount)
+                return Reservation(
+                    candidate.key_id,
+                    dict(candidate.amounts),
+                    now,
+                    candidate.limits,
+                    candidate.shared,
+                )
+            if not never:
                 earliest = blocked_until if earliest is None else min(earliest, blocked_until)
         return ReservationRefusal(earliest)
 
@@ -135,12 +150,19 @@ class InMemoryStateStore(StateStore):
             delta = actual.get(limit.metric, reserved) - reserved
             if delta:
                 self._counter(reservation.key_id, limit).add(reservation.at, delta)
+        for shared in reservation.shared:
+            delta = actual.get(shared.limit.metric, shared.amount) - shared.amount
+            if delta:
+                self._counter(shared.counter_id, shared.limit).add(reservation.at, delta)
 
     async def release(self, reservation: Reservation) -> None:
         for limit in reservation.limits:
             amount = reservation.amounts.get(limit.metric, 0.0)
             if amount:
                 self._counter(reservation.key_id, limit).add(reservation.at, -amount)
+        for shared in reservation.shared:
+            if shared.amount:
+                self._counter(shared.counter_id, shared.limit).add(reservation.at, -shared.amount)
 
     async def window_usage(
         self, key_id: str, limits: Sequence[WindowLimit], now: float
