@@ -8,6 +8,7 @@ outcome, and fail over within the retry budget and the deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,7 +60,9 @@ _PROVIDER_FAILURES = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def window_limits(limits: KeyLimits) -> tuple[WindowLimit, ...]:
+    """The sliding windows a key's configured limits translate to (cached: limits are frozen)."""
     pairs = (
         ("requests", 60.0, limits.requests_per_minute),
         ("tokens", 60.0, limits.tokens_per_minute),
@@ -223,13 +226,9 @@ class ApiKeyRouter:
                 self._circuits,
                 run.tried,
             )
-            merged.candidates.extend(found.candidates)
-            merged.considered += found.considered
-            for reason, count in found.excluded.items():
-                merged.excluded[reason] = merged.excluded.get(reason, 0) + count
-            if found.earliest_ready_at is not None:
-                merged.exclude("", found.earliest_ready_at)
-                merged.excluded.pop("", None)
+            if len(self._providers) == 1:
+                return found
+            merged.merge(found)
         return merged
 
     async def _acquire(self, run: RequestRun) -> Lease:
@@ -253,13 +252,18 @@ class ApiKeyRouter:
         found = self._candidates(intent, run, now)
         run.last_excluded = found.excluded
         attempt = len(run.attempts) + 1
-        decision = RoutingDecision(
+        decision = RoutingDecision.model_construct(  # hot path: all fields given, no validation
             request_id=intent.request_id,
             objective=run.objective or self.engine.default_objective,
             model=intent.model,
+            chosen_key_id=None,
+            provider_id=None,
+            candidates=[],
             considered=found.considered,
             excluded=found.excluded,
             attempt=attempt,
+            explanation="",
+            at=now,
         )
         if not found.candidates:
             return self._no_key_error(run, decision, found.earliest_ready_at, now)
@@ -358,10 +362,9 @@ class ApiKeyRouter:
         if tokens is not None:
             await self.store.commit(lease.reservation, {"requests": 1.0, "tokens": float(tokens)})
         circuit = self._circuits.get(key.id)
-        if circuit is not None and (
-            circuit.state is not CircuitState.CLOSED or circuit.consecutive_failures
-        ):
-            self._circuits[key.id] = await self.store.record_success(key.id, now)
+        if circuit is not None:  # only keys that have failed have an entry
+            await self.store.record_success(key.id, now)
+            self._circuits.pop(key.id, None)
         if key.state is not KeyState.AVAILABLE:
             await self.keys.set_state(
                 key.id,

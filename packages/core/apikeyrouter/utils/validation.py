@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent, RoutingObjective
+from apikeyrouter.domain.models.request_context import (
+    Endpoint,
+    RequestIntent,
+    RoutingObjective,
+    new_request_id,
+)
 from apikeyrouter.utils.exceptions import InvalidRequestError
 
 _REQUIRED_INPUT = {
@@ -68,16 +73,18 @@ def intent_from_openai(
             raise InvalidRequestError(
                 f"unknown objective {objective!r}; expected one of {allowed}", param="objective"
             ) from exc
-    fields: dict[str, Any] = {
-        "endpoint": endpoint,
-        "model": model,
-        "body": body,
-        "stream": stream,
-        "max_tokens": _max_tokens(body),
-        "client_id": client_id,
-        "objective": parsed_objective,
-    }
-    if request_id is not None:
-        fields["request_id"] = request_id
     # Fields are checked above; skip re-validating the (possibly large) body on the hot path.
-    return RequestIntent.model_construct(**fields)
+    # Every field is given explicitly: model_construct is slow when it must run default
+    # factories (pydantic inspects each factory's signature on every call).
+    return RequestIntent.model_construct(
+        endpoint=endpoint,
+        model=model,
+        body=body,
+        stream=stream,
+        max_tokens=_max_tokens(body),
+        client_id=client_id,
+        request_id=request_id or new_request_id(),
+        objective=parsed_objective,
+        timeout_seconds=None,
+        metadata={},
+    )

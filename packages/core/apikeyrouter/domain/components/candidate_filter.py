@@ -1,4 +1,8 @@
-"""Which keys may take a request right now, and why the others may not."""
+"""Which keys may take a request right now, and why the others may not.
+
+This loop runs over every key of a provider on every request, so it is written for speed:
+identity comparisons on enum members (no hashing), one attribute read per field, no calls.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,14 @@ from dataclasses import dataclass, field
 
 from apikeyrouter.domain.components.routing_engine import Candidate
 from apikeyrouter.domain.interfaces.state_store import CircuitSnapshot, CircuitState
-from apikeyrouter.domain.models.api_key import ROUTABLE_STATES, SELF_HEALING_STATES, APIKey
+from apikeyrouter.domain.models.api_key import APIKey, KeyState
+
+_AVAILABLE = KeyState.AVAILABLE
+_RECOVERING = KeyState.RECOVERING
+_THROTTLED = KeyState.THROTTLED
+_EXHAUSTED = KeyState.EXHAUSTED
+_CLOSED = CircuitState.CLOSED
+_HALF_OPEN = CircuitState.HALF_OPEN
 
 
 @dataclass(slots=True)
@@ -24,6 +35,15 @@ class CandidateSet:
         ):
             self.earliest_ready_at = ready_at
 
+    def merge(self, other: CandidateSet) -> None:
+        self.candidates.extend(other.candidates)
+        self.considered += other.considered
+        for reason, count in other.excluded.items():
+            self.excluded[reason] = self.excluded.get(reason, 0) + count
+        ready = other.earliest_ready_at
+        if ready is not None and (self.earliest_ready_at is None or ready < self.earliest_ready_at):
+            self.earliest_ready_at = ready
+
 
 def collect_candidates(
     keys: Iterable[APIKey],
@@ -32,35 +52,45 @@ def collect_candidates(
     circuits: Mapping[str, CircuitSnapshot],
     skip: set[str] | frozenset[str] = frozenset(),
 ) -> CandidateSet:
-    """One pass over the keys: cheap attribute checks only, no I/O."""
+    """One pass over the keys: cheap attribute checks only, no I/O.
+
+    Routable: available or recovering with no cooldown pending; throttled or exhausted once
+    their cooldown has passed. ``circuits`` only needs entries for keys that have failed.
+    """
     result = CandidateSet()
+    append = result.candidates.append
+    considered = 0
     for key in keys:
-        result.considered += 1
+        considered += 1
         state = key.state
         cooldown = key.cooldown_until
-        if state not in ROUTABLE_STATES:
-            if state in SELF_HEALING_STATES and cooldown is not None:
-                if cooldown > now:
-                    result.exclude(state.value, cooldown)
-                    continue
-            else:
-                result.exclude(state.value)
+        if state is _AVAILABLE or state is _RECOVERING:
+            if cooldown is not None and cooldown > now:
+                result.exclude("cooling_down", cooldown)
                 continue
-        elif cooldown is not None and cooldown > now:
-            result.exclude("cooling_down", cooldown)
+        elif state is _THROTTLED or state is _EXHAUSTED:
+            if cooldown is None or cooldown > now:
+                result.exclude(state.value, cooldown)
+                continue
+        else:
+            result.exclude(state.value)
             continue
-        if not key.serves_model(model):
+        if (key.models is not None and model not in key.models) or (
+            key.excluded_models and model in key.excluded_models
+        ):
             result.exclude("model_not_served")
             continue
-        circuit = circuits.get(key.id)
-        circuit_state = CircuitState.CLOSED
-        if circuit is not None and circuit.state is not CircuitState.CLOSED:
-            if circuit.open_until is not None and circuit.open_until > now:
-                result.exclude("circuit_open", circuit.open_until)
-                continue
-            circuit_state = CircuitState.HALF_OPEN
-        if key.id in skip:  # checked last, so a tried key that is now cooling down says so
+        circuit_state = _CLOSED
+        if circuits:
+            circuit = circuits.get(key.id)
+            if circuit is not None and circuit.state is not _CLOSED:
+                if circuit.open_until is not None and circuit.open_until > now:
+                    result.exclude("circuit_open", circuit.open_until)
+                    continue
+                circuit_state = _HALF_OPEN
+        if skip and key.id in skip:  # checked last: a tried key now cooling down says so
             result.exclude("already_tried")
             continue
-        result.candidates.append(Candidate(key, circuit_state))
+        append(Candidate(key, circuit_state))
+    result.considered = considered
     return result

@@ -49,11 +49,13 @@ class RoutingEngine:
         price_lookup: PriceLookup | None = None,
         headroom_lookup: HeadroomLookup | None = None,
         top_n: int = 8,
+        explained_n: int = 3,
     ) -> None:
         self.default_objective = default_objective
         self._price = price_lookup
         self._headroom = headroom_lookup
-        self.top_n = top_n
+        self.top_n = top_n  # candidates offered to the reservation, best first
+        self.explained_n = explained_n  # candidates whose scores the decision records
 
     def set_lookups(
         self, price_lookup: PriceLookup | None = None, headroom_lookup: HeadroomLookup | None = None
@@ -63,42 +65,62 @@ class RoutingEngine:
         if headroom_lookup is not None:
             self._headroom = headroom_lookup
 
-    def _components(
-        self,
-        objective: RoutingObjective,
-        candidate: Candidate,
-        stats: KeyStats,
-        model: str,
-    ) -> tuple[float, dict[str, float]]:
-        """Score (higher is better) and the numbers behind it."""
-        key = candidate.key
-        load = _load(stats, key.weight)
-        half_open_penalty = 0.5 if candidate.circuit is CircuitState.HALF_OPEN else 1.0
+    def _scorer(
+        self, objective: RoutingObjective, model: str
+    ) -> Callable[[APIKey, KeyStats, bool], float]:
+        """A scoring function for the objective: higher is better. Called once per candidate,
+        so it does arithmetic only; the explanatory numbers are computed for the top few."""
         if objective is RoutingObjective.FAIRNESS:
-            score = -load
-            parts = {"weighted_load": load}
-        elif objective is RoutingObjective.RELIABILITY:
-            score = stats.success_rate * half_open_penalty - 0.001 * load
-            parts = {"success_rate": stats.success_rate, "weighted_load": load}
+            return lambda key, st, half: -(st.served + st.in_flight) / key.weight
+        if objective is RoutingObjective.RELIABILITY:
+            return lambda key, st, half: (
+                st.success_rate * (0.5 if half else 1.0)
+                - 0.001 * (st.served + st.in_flight) / key.weight
+            )
+        if objective is RoutingObjective.LATENCY:
+            return lambda key, st, half: (
+                -(st.latency_ms if st.latency_ms is not None else _UNKNOWN_LATENCY_MS)
+                - 0.001 * (st.served + st.in_flight) / key.weight
+            )
+        if objective is RoutingObjective.COST:
+            price_of = self._price
+
+            def cost_score(key: APIKey, st: KeyStats, half: bool) -> float:
+                price = price_of(key, model) if price_of is not None else None
+                load = (st.served + st.in_flight) / key.weight
+                # Unknown prices rank after every known one; load breaks ties.
+                return -1e12 - load if price is None else -price - 1e-6 * load
+
+            return cost_score
+        headroom_of = self._headroom
+        return lambda key, st, half: (
+            (headroom_of(key) if headroom_of is not None else 1.0) * (0.5 if half else 1.0)
+            - 0.001 * (st.served + st.in_flight) / key.weight
+        )
+
+    def components(
+        self, objective: RoutingObjective, candidate: Candidate, stats: KeyStats, model: str
+    ) -> dict[str, float]:
+        """The numbers behind a candidate's score, for the decision record."""
+        key = candidate.key
+        parts = {"weighted_load": _load(stats, key.weight)}
+        if objective is RoutingObjective.RELIABILITY:
+            parts["success_rate"] = stats.success_rate
         elif objective is RoutingObjective.LATENCY:
-            latency = stats.latency_ms if stats.latency_ms is not None else _UNKNOWN_LATENCY_MS
-            score = -latency - 0.001 * load
-            parts = {"latency_ms": latency, "weighted_load": load}
+            parts["latency_ms"] = (
+                stats.latency_ms if stats.latency_ms is not None else _UNKNOWN_LATENCY_MS
+            )
         elif objective is RoutingObjective.COST:
             price = self._price(key, model) if self._price is not None else None
-            if price is None:  # unknown prices rank after every known one
-                score = -1e12 - load
-                parts = {"price_unknown": 1.0, "weighted_load": load}
+            if price is None:
+                parts["price_unknown"] = 1.0
             else:
-                score = -price - 1e-6 * load
-                parts = {"price_per_mtok": price, "weighted_load": load}
-        else:  # QUOTA: most headroom first, load as the tie-break
-            headroom = self._headroom(key) if self._headroom is not None else 1.0
-            score = headroom * half_open_penalty - 0.001 * load
-            parts = {"headroom": headroom, "weighted_load": load}
+                parts["price_per_mtok"] = price
+        elif objective is RoutingObjective.QUOTA:
+            parts["headroom"] = self._headroom(key) if self._headroom is not None else 1.0
         if candidate.circuit is CircuitState.HALF_OPEN:
             parts["half_open"] = 1.0
-        return score, parts
+        return parts
 
     def rank(
         self,
@@ -108,25 +130,37 @@ class RoutingEngine:
         objective: RoutingObjective | None = None,
     ) -> Ranking:
         chosen_objective = objective or self.default_objective
-        scored: list[tuple[float, float, int, Candidate, dict[str, float]]] = []
-        for position, candidate in enumerate(candidates):
-            key_stats = stats.get(candidate.key.id, _EMPTY_STATS)
-            score, parts = self._components(chosen_objective, candidate, key_stats, model)
-            # Ties go to the key used longest ago, then to registration order: deterministic.
-            scored.append((score, -key_stats.last_used_at, -position, candidate, parts))
-        best = heapq.nlargest(self.top_n, scored, key=lambda item: item[:3])
+        score = self._scorer(chosen_objective, model)
+        half_open = CircuitState.HALF_OPEN
+        get_stats = stats.get
+        # Ties go to the key used longest ago, then to registration order: deterministic.
+        scored = [
+            (score(c.key, st, c.circuit is half_open), -st.last_used_at, -position, c, st)
+            for position, c in enumerate(candidates)
+            for st in (get_stats(c.key.id, _EMPTY_STATS),)
+        ]
+        best = heapq.nlargest(self.top_n, scored, key=_rank_key)
         return Ranking(
             ordered=[item[3] for item in best],
             scores=[
                 CandidateScore(
-                    key_id=item[3].key.id,
-                    provider_id=item[3].key.provider_id,
-                    score=round(item[0], 6),
-                    components={k: round(v, 6) for k, v in item[4].items()},
+                    item[3].key.id,
+                    item[3].key.provider_id,
+                    round(item[0], 6),
+                    {
+                        k: round(v, 6)
+                        for k, v in self.components(
+                            chosen_objective, item[3], item[4], model
+                        ).items()
+                    },
                 )
-                for item in best
+                for item in best[: self.explained_n]
             ],
         )
+
+
+def _rank_key(item: tuple[float, float, int, Candidate, KeyStats]) -> tuple[float, float, int]:
+    return item[0], item[1], item[2]
 
 
 def explain(decision: RoutingDecision) -> str:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from apikeyrouter.domain.models.request_context import RoutingObjective
 
 
-class CandidateScore(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class CandidateScore:
+    """One ranked candidate. A plain dataclass: several are built per request."""
 
     key_id: str
     provider_id: str
     score: float
-    components: dict[str, float] = Field(default_factory=dict)
+    components: dict[str, float] = field(default_factory=dict)
 
 
 class RoutingDecision(BaseModel):
