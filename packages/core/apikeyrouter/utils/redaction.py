@@ -8,7 +8,7 @@ import re
 # and masked echoes such as OpenAI's "Incorrect API key provided: sk-ab***...cd". Our own key
 # ids ("key_...") are deliberately not matched: they are safe to log.
 _SECRET_PATTERN = re.compile(
-    r"\b(?:sk|rk|pk)-[A-Za-z0-9_*.\-]{4,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+\S+"
+    r"(?<![A-Za-z0-9])(?:sk|rk|pk)[-_][A-Za-z0-9_*.\-]{4,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+\S+"
 )
 REDACTED = "[redacted]"
 

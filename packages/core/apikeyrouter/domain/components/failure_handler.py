@@ -60,12 +60,12 @@ class FailureHandler:
         if kind in CALLER_FAULTS:
             return FailureAction(retry_elsewhere=False, reason=detail)
         if kind is FailureKind.RATE_LIMITED:
-            until = failure.rate_limit.earliest_reset()
+            until = failure.rate_limit.earliest_reset(now)
             if until is None or until <= now:
                 until = now + self.retry.default_throttle_seconds
             return FailureAction(KeyState.THROTTLED, cooldown_until=until, reason=detail)
         if kind is FailureKind.QUOTA_EXHAUSTED:
-            until = failure.rate_limit.earliest_reset()
+            until = failure.rate_limit.earliest_reset(now)
             if until is None or until <= now:
                 until = now + self.retry.default_exhausted_seconds
             return FailureAction(KeyState.EXHAUSTED, cooldown_until=until, reason=detail)

@@ -49,9 +49,13 @@ class RateLimitInfo:
             and self.retry_after_at is None
         )
 
-    def earliest_reset(self) -> float | None:
-        """When a throttled key may be tried again: retry-after first, else the exhausted window."""
-        if self.retry_after_at is not None:
+    def earliest_reset(self, now: float | None = None) -> float | None:
+        """When a throttled key may be tried again: retry-after first, else the exhausted window.
+
+        With ``now``, a retry-after already in the past (``retry-after: 0``) defers to the
+        reset headers instead of hiding them.
+        """
+        if self.retry_after_at is not None and (now is None or self.retry_after_at > now):
             return self.retry_after_at
         candidates: list[float] = []
         if self.requests_remaining == 0 and self.requests_reset_at is not None:

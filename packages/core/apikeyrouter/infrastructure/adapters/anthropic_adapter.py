@@ -146,7 +146,7 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
         return None
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf" is a float but no int
         return None
 
 

@@ -7,6 +7,7 @@ exception messages, so a key in a query string would leak. Translation lives in
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -118,7 +119,7 @@ def _retry_delay(error: dict[str, Any]) -> float | None:
         delay = detail.get("retryDelay")
         if isinstance(delay, str):
             seconds = parse_duration(delay)
-            if seconds is not None:
+            if seconds is not None and math.isfinite(seconds):
                 return seconds
     return None
 

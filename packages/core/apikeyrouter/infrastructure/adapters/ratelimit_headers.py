@@ -6,6 +6,7 @@ timestamps, ``retry-after`` as seconds or an HTTP date, and ``retry-after-ms``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,9 +24,11 @@ def parse_duration(text: str) -> float | None:
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return max(0.0, number) if math.isfinite(number) else None
     position = 0
     total = 0.0
     for match in _DURATION_PART.finditer(text):
@@ -50,16 +53,20 @@ def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
-            return now + max(0.0, float(millis)) / 1000.0
+            value_ms = float(millis)
         except ValueError:
-            pass
+            value_ms = math.nan
+        if math.isfinite(value_ms):
+            return now + max(0.0, value_ms) / 1000.0
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return now + max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return now + max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError):
@@ -72,7 +79,7 @@ def _int(headers: Mapping[str, str], name: str) -> int | None:
         return None
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf" and "1e999" are not numbers of requests
         return None
 
 

@@ -239,6 +239,8 @@ class InMemoryStateStore(StateStore):
     async def list_audit(
         self, key_id: str | None = None, limit: int = 100
     ) -> list[StateTransition]:
+        if limit <= 0:
+            return []
         items = [t for t in self._audit if key_id is None or t.key_id == key_id]
         return items[-limit:]
 
@@ -246,4 +248,4 @@ class InMemoryStateStore(StateStore):
         self._decisions.append(decision)
 
     async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]:
-        return list(self._decisions)[-limit:]
+        return list(self._decisions)[-limit:] if limit > 0 else []

@@ -42,7 +42,8 @@ local function fmt(x) return string.format('%.17g', x) end
 
 # Sliding-window arithmetic, identical to WindowCounter: bucket index floor(t / width); a bucket
 # counts while idx >= floor(now / width) - buckets; the total is summed in ring-slot order
-# (idx mod (buckets + 1)) because that is the order the in-memory ring adds floats in.
+# (idx mod (buckets + 1)) because that is the order the in-memory ring adds floats in, so even
+# fractional amounts (spend) total bit for bit the same.
 _WINDOW_LIB = (
     _FMT
     + """
@@ -58,10 +59,20 @@ local function window_state(key, width, now, buckets)
       stale[#stale + 1] = flat[i]
     end
   end
+  -- Place each live bucket at its ring slot (no sort: this runs on every reserve). Two live
+  -- buckets share a slot only if a caller's clock went backwards; those are added last.
   local size = buckets + 1
-  table.sort(live, function(a, b) return a[1] % size < b[1] % size end)
+  local ring, extra = {}, {}
+  for _, b in ipairs(live) do
+    local slot = b[1] % size + 1
+    if ring[slot] == nil then ring[slot] = b[2] else extra[#extra + 1] = b[2] end
+  end
   local used = 0.0
-  for _, b in ipairs(live) do used = used + b[2] end
+  for slot = 1, size do
+    local amount = ring[slot]
+    if amount ~= nil then used = used + amount end
+  end
+  for _, amount in ipairs(extra) do used = used + amount end
   return live, used, stale
 end
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -65,7 +65,9 @@ _ALL = 2**31  # "no limit" for list reads
 
 
 class RedisStateStore(StateStore):
-    """StateStore on Redis. ``client`` may be supplied (and is then not closed by ``close``).
+    """StateStore on Redis. ``client`` may be supplied (and is then not closed by ``close``);
+    otherwise one is built from ``url`` with a pool of ``max_connections`` that makes callers
+    wait up to ``pool_timeout`` seconds for a free connection.
 
     ``cooldown_grace_seconds``: cooldown keys expire this long after their end by the server
     clock, so replica clock skew smaller than the grace never ends a cooldown early.
@@ -89,13 +91,22 @@ class RedisStateStore(StateStore):
         audit_limit: int = 10_000,
         decision_limit: int = 1_000,
         cooldown_grace_seconds: float = 300.0,
+        max_connections: int = 64,
+        pool_timeout: float = 10.0,
     ) -> None:
         if audit_limit < 1 or decision_limit < 1:
             raise ValueError("audit_limit and decision_limit must be at least 1")
-        self._client: Redis = (
-            client if client is not None else Redis.from_url(url, decode_responses=True)
-        )
-        self._owns_client = client is None
+        if client is None:
+            # Blocking pool: a burst beyond ``max_connections`` waits for a free connection
+            # instead of failing requests with "Too many connections".
+            pool = BlockingConnectionPool.from_url(
+                url, decode_responses=True, max_connections=max_connections, timeout=pool_timeout
+            )
+            client = Redis.from_pool(pool)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self._client: Redis = client
         self._names = RedisKeys(prefix)
         self._decision_ttl = int(decision_ttl_seconds)
         self._audit_limit = audit_limit

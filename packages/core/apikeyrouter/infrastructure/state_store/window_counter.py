@@ -67,5 +67,14 @@ class WindowCounter:
         for idx, amt in live:
             used -= amt
             if used + amount <= limit:
-                return (idx + self.buckets + 1) * self.width
-        return now
+                return self._expiry(idx)
+        # Float rounding can leave a sliver after every live bucket is gone: by the time the
+        # newest one expires, the window is empty.
+        return self._expiry(live[-1][0]) if live else now
+
+    def _expiry(self, idx: int) -> float:
+        """First time at which bucket ``idx`` no longer counts (robust to float rounding)."""
+        at = (idx + self.buckets + 1) * self.width
+        while self._index(at) <= idx + self.buckets:
+            at = math.nextafter(at, math.inf)
+        return at
