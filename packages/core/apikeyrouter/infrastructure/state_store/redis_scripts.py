@@ -76,6 +76,23 @@ local function window_state(key, width, now, buckets)
   return live, used, stale
 end
 
+-- math.nextafter(x, math.inf), which Lua 5.1 lacks: one unit in the last place up.
+local function next_up(x)
+  if x ~= x or x == math.huge then return x end
+  if x == 0 then return math.ldexp(1, -1074) end
+  local m, e = math.frexp(math.abs(x))
+  if x > 0 then return x + math.ldexp(1, e - 53) end
+  if m == 0.5 then return x + math.ldexp(1, e - 54) end
+  return x + math.ldexp(1, e - 53)
+end
+
+-- First time at which bucket idx no longer counts, robust to float rounding.
+local function expiry(idx, width, buckets)
+  local at = (idx + buckets + 1) * width
+  while math.floor(at / width) <= idx + buckets do at = next_up(at) end
+  return at
+end
+
 local function retry_at(live, used, now, width, amount, limit, buckets)
   if amount > limit then return nil end
   if used + amount <= limit then return now end
@@ -86,8 +103,11 @@ local function retry_at(live, used, now, width, amount, limit, buckets)
   table.sort(ordered, function(a, b) return a[1] < b[1] end)
   for _, b in ipairs(ordered) do
     used = used - b[2]
-    if used + amount <= limit then return (b[1] + buckets + 1) * width end
+    if used + amount <= limit then return expiry(b[1], width, buckets) end
   end
+  -- Float rounding can leave a sliver after every live bucket is gone: by the time the newest
+  -- one expires, the window is empty.
+  if #ordered > 0 then return expiry(ordered[#ordered][1], width, buckets) end
   return now
 end
 

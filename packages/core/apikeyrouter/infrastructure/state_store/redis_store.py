@@ -61,7 +61,6 @@ from apikeyrouter.infrastructure.state_store.window_counter import BUCKETS_PER_W
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 _log = get_logger("apikeyrouter.state_store.redis")
-_ALL = 2**31  # "no limit" for list reads
 
 
 class RedisStateStore(StateStore):
@@ -350,19 +349,17 @@ class RedisStateStore(StateStore):
     async def list_audit(
         self, key_id: str | None = None, limit: int = 100
     ) -> list[StateTransition]:
-        """Oldest first, the last ``limit`` entries (``limit <= 0`` slices like Python, as the
-        memory store does)."""
+        """The last ``limit`` entries (of one key, or all), oldest first."""
+        if limit <= 0:
+            return []
         if key_id is None:
-            raw = await self._client.lrange(self._names.audit, -limit if limit > 0 else 0, -1)
+            raw = await self._client.lrange(self._names.audit, -limit, -1)
         else:
             newest_first = await lua.AUDIT_FOR_KEY(
-                self._client,
-                [self._names.audit],
-                [audit_needle(key_id), limit if limit > 0 else _ALL, 256],
+                self._client, [self._names.audit], [audit_needle(key_id), limit, 256]
             )
             raw = list(reversed(newest_first))
-        items = [decode_transition(r) for r in raw]
-        return items if limit > 0 else items[-limit:]
+        return [decode_transition(r) for r in raw]
 
     async def record_decision(self, decision: RoutingDecision) -> None:
         await lua.APPEND_CAPPED(
@@ -372,9 +369,10 @@ class RedisStateStore(StateStore):
         )
 
     async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]:
-        raw = await self._client.lrange(self._names.decisions, -limit if limit > 0 else 0, -1)
-        items = [decode_decision(r) for r in raw]
-        return items if limit > 0 else items[-limit:]
+        if limit <= 0:
+            return []
+        raw = await self._client.lrange(self._names.decisions, -limit, -1)
+        return [decode_decision(r) for r in raw]
 
     # --- lifecycle --------------------------------------------------------------------------
     async def ping(self) -> bool:

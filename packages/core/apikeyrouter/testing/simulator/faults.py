@@ -1,7 +1,8 @@
 """Failure injection: what can go wrong with a key, how often, and for how many requests.
 
 A router is only as good as its behaviour when upstream misbehaves, so the simulator can make a
-key answer 429/401/500/503, hang (``timeout``) or cut a response short (``drop_stream``). Faults
+key answer 429/401/500/503, hang (``timeout``), cut a response short (``drop_stream``) or end a
+stream with an in-band error event after a 200 (``stream_error``). Faults
 are armed per key, consumed in order, and can fire with a probability drawn from the provider's
 seeded RNG so a flaky key is reproducible run after run.
 """
@@ -28,15 +29,17 @@ class FaultMode(StrEnum):
     STATUS_503 = "status_503"
     TIMEOUT = "timeout"
     DROP_STREAM = "drop_stream"
+    STREAM_ERROR = "stream_error"
 
     @property
     def before_admission(self) -> bool:
         """Status faults answer instead of the limiter; hangs and drops hit admitted requests.
 
         An injected error costs the key no capacity (the upstream refused it outright), while a
-        hang or a dropped stream happens to a request the upstream accepted and charged for.
+        hang, a dropped stream or a stream error happens to a request the upstream accepted and
+        charged for.
         """
-        return self not in (FaultMode.TIMEOUT, FaultMode.DROP_STREAM)
+        return self not in (FaultMode.TIMEOUT, FaultMode.DROP_STREAM, FaultMode.STREAM_ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +49,10 @@ class Fault:
     ``count`` is how many upcoming requests on the key get it (-1 = every request until
     cleared); ``probability`` makes each of those a coin flip (a miss does not use up a count).
     ``timeout_s`` is how long a ``timeout`` holds the request before answering normally,
-    ``after_chunks`` how many SSE chunks a ``drop_stream`` sends before cutting the connection,
-    and ``retry_after_s`` the ``retry-after`` an injected 429 advertises.
+    ``after_chunks`` how many SSE chunks a ``drop_stream`` sends before cutting the connection
+    (or a ``stream_error`` before its error event; a request that is not streamed gets the
+    format's overload error instead), and ``retry_after_s`` the retry hint an injected 429
+    advertises.
     """
 
     mode: FaultMode

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -20,7 +21,7 @@ from .config import SimKeyConfig
 from .faults import Fault, FaultSet
 from .stats import KeyStats
 
-__all__ = ["Decision", "KeyState", "Outcome", "decide"]
+__all__ = ["Decision", "HeaderFn", "KeyState", "Outcome", "decide"]
 
 
 class Outcome(Enum):
@@ -69,6 +70,11 @@ class KeyState:
         # Bounded so a long benchmark cannot grow memory without limit.
         self.admissions: deque[float] = deque(maxlen=keep)
 
+    def allows(self, model: str) -> bool:
+        """Whether the key's ``models`` restriction (if any) lets it use ``model``."""
+        allowed = self.config.models
+        return allowed is None or model in allowed
+
     def rate_headers(self, now: float) -> Headers:
         """``x-ratelimit-*`` headers for the configured limits only, as OpenAI sends them."""
         rpm, tpm = self.rpm, self.tpm
@@ -92,23 +98,35 @@ class KeyState:
         return headers
 
 
+HeaderFn = Callable[[KeyState, float], Headers]
+"""Builds a wire format's rate-limit headers from a key's state at a clock reading."""
+
+
 def decide(
-    state: KeyState, tokens: int, now: float, rng: random.Random, limited: bool = True
+    state: KeyState,
+    tokens: int,
+    now: float,
+    rng: random.Random,
+    limited: bool = True,
+    headers: HeaderFn | None = None,
 ) -> Decision:
     """Decide one request on ``state``; the caller holds the provider lock.
 
     ``limited=False`` (model listing) only applies status faults: listing models is not
-    charged against the per-minute limits.
+    charged against the per-minute limits. ``headers`` builds the rate-limit headers of the
+    caller's wire format (default: OpenAI's ``x-ratelimit-*``), snapshotted in the same critical
+    section as the decision so they describe exactly the state the decision left behind.
     """
+    snapshot: HeaderFn = KeyState.rate_headers if headers is None else headers
     if state.faults:
         fault = state.faults.pick(True, rng)
         if fault is not None:
-            return Decision(Outcome.FAULT, state.rate_headers(now), fault)
+            return Decision(Outcome.FAULT, snapshot(state, now), fault)
     if not limited:
-        return Decision(Outcome.ADMITTED, state.rate_headers(now))
+        return Decision(Outcome.ADMITTED, snapshot(state, now))
     quota = state.config.quota
     if quota is not None and state.quota_used >= quota:
-        return Decision(Outcome.QUOTA, state.rate_headers(now))
+        return Decision(Outcome.QUOTA, snapshot(state, now))
     rpm, tpm = state.rpm, state.tpm
     wait_requests = 0.0 if rpm is None else rpm.wait_time(1, now)
     wait_tokens = 0.0 if tpm is None else tpm.wait_time(tokens, now)
@@ -118,12 +136,12 @@ def decide(
         wait = max(wait_requests, wait_tokens)
         if wait_requests > 0 and rpm is not None:
             return Decision(
-                Outcome.RATE_LIMITED, state.rate_headers(now), None, "requests",
+                Outcome.RATE_LIMITED, snapshot(state, now), None, "requests",
                 rpm.capacity, rpm.used(now), 1, wait,
             )  # fmt: skip
         assert tpm is not None
         return Decision(
-            Outcome.RATE_LIMITED, state.rate_headers(now), None, "tokens",
+            Outcome.RATE_LIMITED, snapshot(state, now), None, "tokens",
             tpm.capacity, tpm.used(now), tokens, wait,
         )  # fmt: skip
     if rpm is not None:
@@ -134,7 +152,7 @@ def decide(
     state.admissions.append(now)
     state.stats.admitted += 1
     post = state.faults.pick(False, rng) if state.faults else None
-    return Decision(Outcome.ADMITTED, state.rate_headers(now), post)
+    return Decision(Outcome.ADMITTED, snapshot(state, now), post)
 
 
 def retry_after_headers(wait_s: float) -> Headers:

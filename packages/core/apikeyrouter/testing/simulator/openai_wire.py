@@ -16,10 +16,12 @@ from typing import Any
 import orjson
 
 from .config import mask_key
+from .errors import ApiError
 
 __all__ = [
     "DONE",
     "ApiError",
+    "STREAM_ERROR_MESSAGE",
     "chat_chunk",
     "chat_completion",
     "embedding_vector",
@@ -31,6 +33,7 @@ __all__ = [
     "models_body",
     "rate_limited",
     "server_error",
+    "sse_error",
     "split_content",
     "sse",
     "text_chunk",
@@ -40,15 +43,6 @@ __all__ = [
 
 DONE = b"data: [DONE]\n\n"
 SYSTEM_FINGERPRINT = "fp_simulated"
-
-
-class ApiError(Exception):
-    """An OpenAI-shaped error response, raised from request parsing and caught by the app."""
-
-    def __init__(self, status: int, payload: dict[str, Any]) -> None:
-        super().__init__(payload["error"]["message"])
-        self.status = status
-        self.payload = payload
 
 
 def error_body(
@@ -110,6 +104,14 @@ def server_error(status: int) -> dict[str, Any]:
     else:
         message = "The server had an error while processing your request. Sorry about that!"
     return error_body(message, "server_error")
+
+
+STREAM_ERROR_MESSAGE = "The server had an error while streaming the response (injected by the simulator)."
+
+
+def sse_error() -> bytes:
+    """The in-band error OpenAI writes into a stream it has to abandon (no ``[DONE]`` follows)."""
+    return sse(error_body(STREAM_ERROR_MESSAGE, "server_error"))
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -19,8 +19,12 @@ class KeyStats:
 
     ``received``: every request that named this key; ``admitted``: passed the limiter and
     charged the buckets; ``served``: a complete 200 answer was sent. The ``status_*`` fields
-    count answers by status (``status_4xx`` is every other 4xx: bad requests, unknown models);
-    ``held`` counts requests hit by a ``timeout`` fault, ``dropped`` cut connections.
+    count answers by status (``status_4xx`` is every other 4xx: bad requests, unknown models),
+    except that ``status_401`` counts every refused credential whatever status the wire format
+    uses for it (Gemini answers a bad key with 400, a missing one with 403). ``held`` counts
+    requests hit by a ``timeout`` fault, ``dropped`` cut connections, ``stream_errors`` streams
+    ended by an in-band error event. ``key_in_url`` counts Gemini requests that sent the key as
+    a ``?key=`` query parameter: it works, but URLs end up in logs, so a router must never do it.
     """
 
     received: int = 0
@@ -32,6 +36,8 @@ class KeyStats:
     status_5xx: int = 0
     held: int = 0
     dropped: int = 0
+    stream_errors: int = 0
+    key_in_url: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
