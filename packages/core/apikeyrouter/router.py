@@ -8,7 +8,6 @@ outcome, and fail over within the retry budget and the deadline.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,8 +16,12 @@ from typing import Any
 from apikeyrouter.domain.components.candidate_filter import CandidateSet, collect_candidates
 from apikeyrouter.domain.components.failure_handler import FailureHandler, RetryPolicy
 from apikeyrouter.domain.components.key_manager import KeyManager
+from apikeyrouter.domain.components.quota_awareness_engine import QuotaAwarenessEngine
 from apikeyrouter.domain.components.routing_engine import RoutingEngine, explain
-from apikeyrouter.domain.components.token_estimator import estimate_total_tokens
+from apikeyrouter.domain.components.token_estimator import (
+    completion_allowance,
+    estimate_prompt_tokens,
+)
 from apikeyrouter.domain.interfaces.provider_adapter import ProviderAdapter, UpstreamSuccess
 from apikeyrouter.domain.interfaces.state_store import (
     CircuitPolicy,
@@ -28,12 +31,12 @@ from apikeyrouter.domain.interfaces.state_store import (
     ReservationRefusal,
     ReservationRequest,
     StateStore,
-    WindowLimit,
 )
 from apikeyrouter.domain.models.api_key import APIKey, KeyLimits, KeyState
 from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure, RateLimitInfo
 from apikeyrouter.domain.models.provider import Provider
+from apikeyrouter.domain.models.quota_state import ExhaustionPrediction, QuotaState
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent, RoutingObjective
 from apikeyrouter.domain.models.response import AttemptRecord, RouterResponse, Usage
 from apikeyrouter.domain.models.routing_decision import RoutingDecision
@@ -60,19 +63,6 @@ _PROVIDER_FAILURES = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=4096)
-def window_limits(limits: KeyLimits) -> tuple[WindowLimit, ...]:
-    """The sliding windows a key's configured limits translate to (cached: limits are frozen)."""
-    pairs = (
-        ("requests", 60.0, limits.requests_per_minute),
-        ("tokens", 60.0, limits.tokens_per_minute),
-        ("requests", 86_400.0, limits.requests_per_day),
-        ("tokens", 86_400.0, limits.tokens_per_day),
-        ("spend", 30 * 86_400.0, limits.spend_per_month),
-    )
-    return tuple(WindowLimit(m, w, float(v)) for m, w, v in pairs if v is not None)
-
-
 @dataclass(slots=True)
 class Lease:
     """One attempt's hold on a key: what was chosen, and the quota reserved for it."""
@@ -82,6 +72,7 @@ class Lease:
     reservation: Reservation
     decision: RoutingDecision
     started: float
+    estimated_prompt_tokens: int
     probe: bool = False
 
 
@@ -113,7 +104,7 @@ class ApiKeyRouter:
         store: StateStore | None = None,
         *,
         master_key: str | None = None,
-        objective: RoutingObjective | str = RoutingObjective.FAIRNESS,
+        objective: RoutingObjective | str = RoutingObjective.QUOTA,
         retry_policy: RetryPolicy | None = None,
         circuit_policy: CircuitPolicy | None = None,
         clock: Callable[[], float] = time.time,
@@ -122,7 +113,10 @@ class ApiKeyRouter:
         self.store: StateStore = store if store is not None else InMemoryStateStore()
         self._clock = clock
         self.keys = KeyManager(self.store, KeyEncryptor(master_key), clock)
-        self.engine = RoutingEngine(RoutingObjective(objective))
+        self.quota = QuotaAwarenessEngine(self.store, clock)
+        self.engine = RoutingEngine(
+            RoutingObjective(objective), headroom_lookup=self.quota.headroom
+        )
         self.failures = FailureHandler(
             retry=retry_policy or RetryPolicy(), circuit=circuit_policy or CircuitPolicy()
         )
@@ -269,18 +263,23 @@ class ApiKeyRouter:
             return self._no_key_error(run, decision, found.earliest_ready_at, now)
         ranking = self.engine.rank(found.candidates, self._stats, intent.model, run.objective)
         decision.candidates = ranking.scores
-        tokens = float(estimate_total_tokens(intent))
+        prompt_tokens = estimate_prompt_tokens(intent)
+        tokens = float(prompt_tokens + completion_allowance(intent))
         amounts = {"requests": 1.0, "tokens": tokens}
         requests: list[ReservationRequest] = []
         probes: set[str] = set()
         for candidate in ranking.ordered:
-            if candidate.circuit is CircuitState.HALF_OPEN:
-                if not await self.store.try_acquire_probe(candidate.key.id, now):
-                    continue
-                probes.add(candidate.key.id)
-            requests.append(
-                ReservationRequest(candidate.key.id, window_limits(candidate.key.limits), amounts)
+            request = ReservationRequest(
+                candidate.key.id, self.quota.effective_windows(candidate.key), amounts
             )
+            if candidate.circuit is CircuitState.HALF_OPEN:
+                # A half-open key gets exactly one probe, and it goes first: otherwise a key
+                # ranked below healthy ones would never be tested and never recover.
+                if await self.store.try_acquire_probe(candidate.key.id, now):
+                    probes.add(candidate.key.id)
+                    requests.insert(len(probes) - 1, request)
+                continue
+            requests.append(request)
         reserved = await self.store.reserve(requests, now) if requests else ReservationRefusal(None)
         if isinstance(reserved, ReservationRefusal):
             decision.excluded = {**found.excluded, "no_quota_room": len(requests)}
@@ -289,6 +288,7 @@ class ApiKeyRouter:
                 ready = reserved.retry_at if ready is None else min(ready, reserved.retry_at)
             return self._no_key_error(run, decision, ready, now)
         key = self.keys.get(reserved.key_id)
+        self.quota.charged(key, amounts, now)
         decision.chosen_key_id = key.id
         decision.provider_id = key.provider_id
         decision.explanation = explain(decision)
@@ -304,6 +304,7 @@ class ApiKeyRouter:
             reservation=reserved,
             decision=decision,
             started=time.monotonic(),
+            estimated_prompt_tokens=prompt_tokens,
             probe=key.id in probes,
         )
 
@@ -358,9 +359,28 @@ class ApiKeyRouter:
         stats.last_used_at = now
         stats.record_latency(latency_ms)
         stats.record_result(True)
-        tokens = usage.total_tokens if usage is not None and usage.total_tokens else None
-        if tokens is not None:
-            await self.store.commit(lease.reservation, {"requests": 1.0, "tokens": float(tokens)})
+        reserved_tokens = lease.reservation.amounts.get("tokens", 0.0)
+        charged_tokens = reserved_tokens
+        if usage is not None and usage.total_tokens:
+            # Providers charge the rate limit for the completion they were allowed up front
+            # (max_tokens), not only for what was generated: count what they count.
+            allowance = run.intent.max_tokens or 0
+            charged_tokens = float(
+                usage.prompt_tokens + max(usage.completion_tokens, allowance)
+                if usage.prompt_tokens
+                else usage.total_tokens
+            )
+            if charged_tokens != reserved_tokens:
+                await self.store.commit(
+                    lease.reservation, {"requests": 1.0, "tokens": charged_tokens}
+                )
+                self.quota.charged(
+                    key, {"tokens": charged_tokens - reserved_tokens}, lease.reservation.at
+                )
+            if usage.prompt_tokens:
+                self.quota.record_token_estimate(lease.estimated_prompt_tokens, usage.prompt_tokens)
+        self.quota.consumed(key, 1.0, charged_tokens, now)
+        await self.quota.observe(key, rate_limit, now)
         circuit = self._circuits.get(key.id)
         if circuit is not None:  # only keys that have failed have an entry
             await self.store.record_success(key.id, now)
@@ -431,11 +451,11 @@ class ApiKeyRouter:
                 latency_ms=round(latency_ms, 3),
             )
         )
-        if failure.kind in (FailureKind.TIMEOUT, FailureKind.CONNECTION):
-            # The upstream may have consumed the request: keep the reservation charged.
-            pass
-        else:
-            await self.store.release(lease.reservation)
+        if failure.kind not in (FailureKind.TIMEOUT, FailureKind.CONNECTION):
+            # Refused outright: give the reservation back. (A timeout or a broken connection
+            # may have been charged upstream, so those keep theirs.)
+            await self._release(lease)
+        await self.quota.observe(key, failure.rate_limit, now)
         if not action.retry_elsewhere:
             return False
         stats.record_result(False)
@@ -553,10 +573,17 @@ class ApiKeyRouter:
         error.args = (error.message,)
         return error
 
+    async def _release(self, lease: Lease) -> None:
+        reservation = lease.reservation
+        await self.store.release(reservation)
+        self.quota.charged(
+            lease.key, {m: -a for m, a in reservation.amounts.items()}, reservation.at
+        )
+
     async def _abandon(self, lease: Lease) -> None:
         """The caller went away mid-call (cancellation): free what the attempt held."""
         self._stats[lease.key.id].in_flight -= 1
-        await asyncio.shield(self.store.release(lease.reservation))
+        await asyncio.shield(self._release(lease))
 
     async def _finish(self, run: RequestRun, lease: Lease) -> None:
         decision = lease.decision
@@ -623,6 +650,14 @@ class ApiKeyRouter:
             yield chunk
 
     # --- introspection ----------------------------------------------------------------------
+    async def quota_state(self, key_id: str) -> QuotaState:
+        """Windows, capacity state and confidence for one key."""
+        return await self.quota.quota_state(self.keys.get(key_id))
+
+    def predict_exhaustion(self, key_id: str) -> ExhaustionPrediction:
+        """When the key runs out of its tightest window at the current pace."""
+        return self.quota.predict_exhaustion(self.keys.get(key_id))
+
     def stats(self, key_id: str) -> KeyStats:
         return self._stats.get(key_id, KeyStats())
 

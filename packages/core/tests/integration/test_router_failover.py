@@ -34,7 +34,7 @@ async def test_routes_and_explains(sim: SimEnv, router: ApiKeyRouter) -> None:
     assert response.usage.total_tokens > 0
     assert response.body["object"] == "chat.completion"
     assert key.id in response.decision.explanation
-    assert "fairness" in response.decision.explanation
+    assert f"by {response.decision.objective.value}" in response.decision.explanation
     assert [a.outcome for a in response.attempts] == ["success"]
 
 

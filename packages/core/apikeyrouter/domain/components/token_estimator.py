@@ -57,12 +57,17 @@ def estimate_prompt_tokens(intent: RequestIntent) -> int:
     return _content_tokens(body.get(field))
 
 
+def completion_allowance(
+    intent: RequestIntent, default_completion: int = DEFAULT_COMPLETION_TOKENS
+) -> int:
+    """The most the completion may use: what providers charge a rate limit up front."""
+    if intent.endpoint is Endpoint.EMBEDDINGS:
+        return 0
+    return intent.max_tokens if intent.max_tokens is not None else default_completion
+
+
 def estimate_total_tokens(
     intent: RequestIntent, default_completion: int = DEFAULT_COMPLETION_TOKENS
 ) -> int:
-    """Prompt plus the most the completion may use (what providers charge a rate limit)."""
-    prompt = estimate_prompt_tokens(intent)
-    if intent.endpoint is Endpoint.EMBEDDINGS:
-        return prompt
-    completion = intent.max_tokens if intent.max_tokens is not None else default_completion
-    return prompt + completion
+    """Prompt plus the completion allowance."""
+    return estimate_prompt_tokens(intent) + completion_allowance(intent, default_completion)

@@ -128,6 +128,10 @@ class StateStore(ABC):
         """Give back a reservation whose request consumed nothing upstream."""
 
     @abstractmethod
+    async def charge(self, key_id: str, limit: WindowLimit, amount: float, now: float) -> None:
+        """Add usage seen elsewhere (the provider counted more than we sent) to a window."""
+
+    @abstractmethod
     async def window_usage(
         self, key_id: str, limits: Sequence[WindowLimit], now: float
     ) -> list[WindowUsage]:

@@ -55,3 +55,17 @@ class QuotaState(BaseModel):
         if not self.windows:
             return 1.0
         return min(1.0 - w.utilization for w in self.windows)
+
+
+class ExhaustionPrediction(BaseModel):
+    """When a key is expected to run out of its tightest window, at the current pace."""
+
+    key_id: str
+    metric: str | None = None  # the window that runs out first
+    window_seconds: float | None = None
+    remaining: float | None = None
+    rate_per_second: float = 0.0  # smoothed consumption of that metric
+    predicted_exhaustion_at: float | None = None  # None: not at this pace
+    resets_at: float | None = None
+    exhausts_before_reset: bool = False
+    confidence: Confidence = Confidence.UNKNOWN

@@ -164,6 +164,9 @@ class InMemoryStateStore(StateStore):
             if shared.amount:
                 self._counter(shared.counter_id, shared.limit).add(reservation.at, -shared.amount)
 
+    async def charge(self, key_id: str, limit: WindowLimit, amount: float, now: float) -> None:
+        self._counter(key_id, limit).add(now, amount)
+
     async def window_usage(
         self, key_id: str, limits: Sequence[WindowLimit], now: float
     ) -> list[WindowUsage]:

@@ -79,11 +79,12 @@ end
 -- math.nextafter(x, math.inf), which Lua 5.1 lacks: one unit in the last place up.
 local function next_up(x)
   if x ~= x or x == math.huge then return x end
-  if x == 0 then return math.ldexp(1, -1074) end
+  local tiny = math.ldexp(1, -1074)
+  if x == 0 then return tiny end
   local m, e = math.frexp(math.abs(x))
-  if x > 0 then return x + math.ldexp(1, e - 53) end
-  if m == 0.5 then return x + math.ldexp(1, e - 54) end
-  return x + math.ldexp(1, e - 53)
+  local ulp = math.ldexp(1, e - 53)
+  if x < 0 and m == 0.5 then ulp = math.ldexp(1, e - 54) end
+  return x + math.max(ulp, tiny)
 end
 
 -- First time at which bucket idx no longer counts, robust to float rounding.
@@ -184,10 +185,11 @@ return {0, fmt(earliest)}
 """
 )
 
-# Commit and release: add a delta to the bucket of ``at`` in each window, never below 0. A
-# missing bucket is only recreated (for a positive delta) if no bucket a whole window newer
-# exists, i.e. if ``at`` has not expired. KEYS: window hashes. ARGV: buckets, at, then per key
-# (window seconds, delta).
+# Commit, release and charge: add a delta to the bucket of ``at`` in each window, never below 0.
+# A missing bucket is only recreated (for a positive delta) if no bucket a whole window newer
+# exists, i.e. if ``at`` has not expired. A positive write makes the hash live at least one
+# window plus one bucket from now (a charge lands in the newest bucket). KEYS: window hashes.
+# ARGV: buckets, at, then per key (window seconds, delta).
 ADJUST = LuaScript(
     _WINDOW_LIB
     + """
@@ -201,24 +203,21 @@ for i = 1, #KEYS do
   local idx = math.floor(at / width)
   local field = fmt(idx)
   local current = redis.call('HGET', key, field)
+  local value = nil
   if current then
-    local value = math.max(0, tonumber(current) + delta)
-    if value > 0 then
-      redis.call('HSET', key, field, fmt(value))
-    else
-      redis.call('HDEL', key, field)
-    end
+    value = math.max(0, tonumber(current) + delta)
   elseif delta > 0 then
-    local expired = false
+    value = delta
     for _, name in ipairs(redis.call('HKEYS', key)) do
-      if tonumber(name) >= idx + buckets + 1 then expired = true end
+      if tonumber(name) >= idx + buckets + 1 then value = nil end
     end
-    if not expired then
-      redis.call('HSET', key, field, fmt(delta))
-      if redis.call('PTTL', key) < 0 then
-        redis.call('PEXPIRE', key, ttl_ms(window, width))
-      end
-    end
+  end
+  if value ~= nil and value > 0 then
+    redis.call('HSET', key, field, fmt(value))
+    local ttl = ttl_ms(window, width)
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  elseif value ~= nil then
+    redis.call('HDEL', key, field)
   end
 end
 return 1

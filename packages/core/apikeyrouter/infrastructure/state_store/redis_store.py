@@ -159,7 +159,9 @@ class RedisStateStore(StateStore):
             [key_id, n.provider_index_prefix, n.events, self._event("delete", key_id)],
         )
         # Windows expire on their own; deleting them keeps a re-added key from inheriting usage.
-        windows = [w async for w in self._client.scan_iter(match=n.window_pattern(key_id))]
+        windows = [
+            w async for w in self._client.scan_iter(match=n.window_pattern(key_id), count=1000)
+        ]
         if windows:
             await self._client.unlink(*windows)
         return bool(existed)
@@ -266,6 +268,10 @@ class RedisStateStore(StateStore):
                 deltas.append((reservation.key_id, limit, -amount))
         deltas.extend((s.counter_id, s.limit, -s.amount) for s in reservation.shared if s.amount)
         await self._adjust(reservation.at, deltas)
+
+    async def charge(self, key_id: str, limit: WindowLimit, amount: float, now: float) -> None:
+        if amount:
+            await self._adjust(now, [(key_id, limit, amount)])
 
     async def window_usage(
         self, key_id: str, limits: Sequence[WindowLimit], now: float
