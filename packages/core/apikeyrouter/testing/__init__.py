@@ -1,7 +1,9 @@
-"""Testing helpers that ship with apikeyrouter: a simulated OpenAI-compatible provider.
+"""Testing helpers that ship with apikeyrouter: a simulated LLM provider.
 
-``SimulatedProvider`` is an ASGI app with per-key token-bucket limits, real rate-limit headers,
-latency and failure injection. Use it in-process (``httpx.ASGITransport(app=provider)``), over
+``SimulatedProvider`` is an ASGI app that speaks the OpenAI, Anthropic (``/v1/messages``,
+``x-api-key``) and Gemini (``/v1beta/models/...``, ``x-goog-api-key``) wire formats, with per-key
+token-bucket limits, each format's rate-limit headers and error bodies, latency and failure
+injection. Use it in-process (``httpx.ASGITransport(app=provider)``), over
 HTTP from a background thread (``with run_simulator_in_thread(provider) as server:``) or from the
 command line (``python -m apikeyrouter.testing --key sk-a:rpm=60``). Serving over HTTP needs
 uvicorn (the ``simulator`` extra); it is imported only when a server is started.
@@ -13,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from .simulator.config import SimKeyConfig, mask_key
 from .simulator.faults import Fault, FaultMode
-from .simulator.provider import DEFAULT_MODELS, UNKNOWN_LABEL, SimulatedProvider
+from .simulator.native import SAFETY_TRIGGER, TOOL_TRIGGER
+from .simulator.provider import (
+    DEFAULT_ANTHROPIC_MODELS,
+    DEFAULT_GEMINI_MODELS,
+    DEFAULT_MODELS,
+    UNKNOWN_LABEL,
+    SimulatedProvider,
+)
 from .simulator.stats import KeyStats
 
 if TYPE_CHECKING:
@@ -26,7 +35,11 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DEFAULT_ANTHROPIC_MODELS",
+    "DEFAULT_GEMINI_MODELS",
     "DEFAULT_MODELS",
+    "SAFETY_TRIGGER",
+    "TOOL_TRIGGER",
     "UNKNOWN_LABEL",
     "Fault",
     "FaultMode",

@@ -5,7 +5,8 @@ it without writing Python. Example::
 
     python -m apikeyrouter.testing --port 8900 --key sk-a:rpm=60,tpm=10000 --key sk-bad:invalid
 
-It prints the base URL (``http://127.0.0.1:8900/v1``) once it is listening.
+It prints the OpenAI base URL (``http://127.0.0.1:8900/v1``) on stdout once it is listening,
+and the Anthropic and Gemini base URLs on stderr.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ __all__ = ["build_parser", "load_keys_file", "main", "provider_from_args"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m apikeyrouter.testing",
-        description="Run a simulated OpenAI-compatible provider with per-key limits and faults.",
+        description="Run a simulated OpenAI/Anthropic/Gemini provider with per-key limits and "
+        "faults.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
@@ -44,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keys-file", type=Path, help="JSON or YAML list of key configs (objects or SPEC strings)"
     )
-    parser.add_argument("--model", action="append", help="served model id (repeatable)")
+    parser.add_argument("--model", action="append", help="OpenAI model id (repeatable)")
+    parser.add_argument(
+        "--anthropic-model", action="append", help="Anthropic model id (repeatable)"
+    )
+    parser.add_argument("--gemini-model", action="append", help="Gemini model id (repeatable)")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
@@ -84,6 +90,8 @@ def provider_from_args(args: argparse.Namespace) -> SimulatedProvider:
     return SimulatedProvider(
         keys,
         models=args.model,
+        anthropic_models=args.anthropic_model,
+        gemini_models=args.gemini_model,
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
         chunk_delay_ms=args.chunk_delay_ms,
@@ -107,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def ready(address: SimulatorAddress) -> None:
         print(address.base_url, flush=True)
+        print(
+            f"anthropic: {address.anthropic_base_url}  gemini: {address.gemini_base_url}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
         run_simulator(

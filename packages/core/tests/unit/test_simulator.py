@@ -620,6 +620,25 @@ async def test_drop_stream_in_process_raises_simulated_disconnect(
     assert (stats.admitted, stats.dropped, stats.served) == (1, 1, 0)
 
 
+async def test_stream_error_ends_the_stream_with_an_error_chunk(
+    sim: tuple[SimulatedProvider, httpx.AsyncClient],
+) -> None:
+    provider, client = sim
+    provider.inject_fault("main", "stream_error", count=1, after_chunks=2)
+    response = await client.post("/chat/completions", json=chat_body(stream=True))
+    assert response.status_code == 200
+    events = sse_events(response.text)
+    assert "[DONE]" not in events
+    assert len(events) == 3
+    assert json.loads(events[-1])["error"]["type"] == "server_error"
+    provider.inject_fault("main", "stream_error", count=1)
+    plain = await client.post("/chat/completions", json=chat_body())
+    assert plain.status_code == 500
+    assert error_of(plain)["type"] == "server_error"
+    stats = provider.key_stats("main")
+    assert (stats.admitted, stats.stream_errors, stats.status_5xx, stats.served) == (2, 1, 1, 0)
+
+
 async def test_latency_delays_the_answer(clock: FakeClock) -> None:
     provider = SimulatedProvider([SimKeyConfig(KEY, latency_ms=60)], clock=clock)
     async with client_for(provider) as client:

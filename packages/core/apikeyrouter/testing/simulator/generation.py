@@ -1,14 +1,12 @@
-"""Building and sending successful answers: plain JSON, SSE streams and truncated ones.
+"""Building and sending successful OpenAI answers: plain JSON, SSE streams and truncated ones.
 
 Replies are deterministic (``Simulated reply to: <first 40 chars of the last user message>``)
 so tests can assert on content; a stream is split into one chunk per completion token so
-``chunk_delay_ms`` behaves like per-token latency. Without a chunk delay the whole stream goes
-out in one write: the bytes on the wire are the same, and benchmarks stay cheap.
+``chunk_delay_ms`` behaves like per-token latency (pacing and cuts live in :mod:`streaming`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from typing import Any
@@ -16,10 +14,18 @@ from typing import Any
 import orjson
 
 from . import openai_wire as wire
-from .asgi import JSON_HEADERS, SSE_HEADERS, Headers, Send, SimulatedDisconnect, send_response
+from .asgi import JSON_HEADERS, SSE_HEADERS, Headers, Send
 from .parsing import EmbeddingRequest, GenerationRequest
+from .streaming import Cut, send_maybe_truncated, send_stream
 
-__all__ = ["Reply", "build_reply", "send_embeddings", "send_generation"]
+__all__ = [
+    "QUOTED_CHARS",
+    "REPLY_PREFIX_CHAT",
+    "Reply",
+    "build_reply",
+    "send_embeddings",
+    "send_generation",
+]
 
 REPLY_PREFIX_CHAT = "Simulated reply to: "
 REPLY_PREFIX_TEXT = "Simulated completion of: "
@@ -111,47 +117,23 @@ async def send_generation(
     reply: Reply,
     chat: bool,
     chunk_delay_s: float,
-    drop_after: int | None,
-) -> None:
-    """Send a complete answer, or raise :class:`SimulatedDisconnect` after a partial one.
+    cut: Cut | None,
+) -> bool:
+    """Send the answer; False if a ``cut`` ended the stream with an error event.
 
-    ``drop_after``: for a stream, the number of SSE events sent before the cut (never
-    ``[DONE]``); for a plain answer, any value truncates the body halfway.
+    ``cut`` (a ``drop_stream`` or ``stream_error`` fault): for a stream, the number of SSE events
+    sent before the cut (never ``[DONE]``); for a plain answer, the body is truncated halfway
+    (a ``stream_error`` on a plain answer is turned into an error status by the caller).
     """
     model = request.model
     if not request.stream:
         body = orjson.dumps(_full_body(id_, model, reply, request, chat))
-        await _send_maybe_truncated(send, [*JSON_HEADERS, *headers], body, drop_after)
-        return
+        await send_maybe_truncated(send, [*JSON_HEADERS, *headers], body, cut is not None)
+        return True
     events = (_chat_events if chat else _text_events)(id_, model, reply, request)
-    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
-    if drop_after is not None:
-        for event in events[:drop_after]:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-            if chunk_delay_s:
-                await asyncio.sleep(chunk_delay_s)
-        raise SimulatedDisconnect
-    if not chunk_delay_s:
-        events.append(wire.DONE)
-        await send({"type": "http.response.body", "body": b"".join(events), "more_body": False})
-        return
-    for event in events:
-        await send({"type": "http.response.body", "body": event, "more_body": True})
-        await asyncio.sleep(chunk_delay_s)
-    await send({"type": "http.response.body", "body": wire.DONE, "more_body": False})
-
-
-async def _send_maybe_truncated(
-    send: Send, headers: Headers, body: bytes, drop_after: int | None
-) -> None:
-    if drop_after is None:
-        await send_response(send, 200, headers, body)
-        return
-    # Promise the full length, deliver half, cut: the client sees an incomplete body.
-    length = (b"content-length", str(len(body)).encode())
-    await send({"type": "http.response.start", "status": 200, "headers": [*headers, length]})
-    await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
-    raise SimulatedDisconnect
+    return await send_stream(
+        send, [*SSE_HEADERS, *headers], events, chunk_delay_s, cut, tail=wire.DONE
+    )
 
 
 async def send_embeddings(
@@ -160,4 +142,4 @@ async def send_embeddings(
     vectors = [wire.embedding_vector(item, dimensions) for item in request.inputs]
     payload = wire.embeddings_body(request.model, vectors, request.prompt_tokens, request.as_base64)
     body = orjson.dumps(payload)
-    await _send_maybe_truncated(send, [*JSON_HEADERS, *headers], body, 0 if drop else None)
+    await send_maybe_truncated(send, [*JSON_HEADERS, *headers], body, drop)

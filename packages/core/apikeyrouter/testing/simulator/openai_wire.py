@@ -20,8 +20,8 @@ from .errors import ApiError
 
 __all__ = [
     "DONE",
-    "ApiError",
     "STREAM_ERROR_MESSAGE",
+    "ApiError",
     "chat_chunk",
     "chat_completion",
     "embedding_vector",
@@ -33,9 +33,9 @@ __all__ = [
     "models_body",
     "rate_limited",
     "server_error",
-    "sse_error",
     "split_content",
     "sse",
+    "sse_error",
     "text_chunk",
     "text_completion",
     "usage",
@@ -106,7 +106,9 @@ def server_error(status: int) -> dict[str, Any]:
     return error_body(message, "server_error")
 
 
-STREAM_ERROR_MESSAGE = "The server had an error while streaming the response (injected by the simulator)."
+STREAM_ERROR_MESSAGE = (
+    "The server had an error while streaming the response (injected by the simulator)."
+)
 
 
 def sse_error() -> bytes:

@@ -20,27 +20,49 @@ from .asgi import Headers, Receive, Scope, Send
 from .config import SimKeyConfig, mask_key
 from .faults import Fault, FaultMode
 from .holds import HoldRegistry
-from .limiter import Decision, KeyState, decide
+from .limiter import Decision, HeaderFn, KeyState, decide
 from .stats import KeyStats, max_in_window
 
-__all__ = ["DEFAULT_MODELS", "UNKNOWN_LABEL", "SimulatedProvider"]
+__all__ = [
+    "DEFAULT_ANTHROPIC_MODELS",
+    "DEFAULT_GEMINI_MODELS",
+    "DEFAULT_MODELS",
+    "UNKNOWN_LABEL",
+    "SimulatedProvider",
+]
 
 DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small")
+"""Models served over the OpenAI wire format unless ``models=`` replaces them."""
+DEFAULT_ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+"""Models served over the Anthropic Messages API unless ``anthropic_models=`` replaces them."""
+DEFAULT_GEMINI_MODELS = (
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "text-embedding-004",
+    "gemini-embedding-001",
+)
+"""Models served over the Gemini API unless ``gemini_models=`` replaces them."""
 UNKNOWN_LABEL = "<unknown>"
 """Statistics label for requests whose key is missing or not configured."""
 
 
 class SimulatedProvider:
-    """An OpenAI-compatible upstream with per-key limits, latency and failure injection.
+    """An OpenAI-, Anthropic- and Gemini-compatible upstream with per-key limits, latency and
+    failure injection.
 
+    Every key works over all three wire formats, sharing one set of buckets, quota, faults and
+    statistics: the format is chosen by the request's path and the way it sends the key.
     ``keys`` are :class:`SimKeyConfig` objects or CLI-style specs (``"sk-a:rpm=60"``).
-    ``models`` replaces the default model list. ``latency_ms`` + uniform ``jitter_ms`` delay
-    every admitted request before its first byte; ``chunk_delay_ms`` separates streamed chunks
-    (per-key values override all three). ``completion_tokens`` is the natural length of every
-    reply (capped by ``max_tokens``); ``embedding_dimensions`` the default vector size. ``seed``
+    ``models``, ``anthropic_models`` and ``gemini_models`` replace the default model list of
+    each format (a key's own ``models`` restriction applies on top). ``latency_ms`` + uniform
+    ``jitter_ms`` delay every admitted request before its first byte; ``chunk_delay_ms``
+    separates streamed chunks (per-key values override all three). ``completion_tokens`` is the
+    natural length of every reply (capped by the max tokens a request sets);
+    ``embedding_dimensions`` the default vector size. ``seed``
     drives fault probabilities and jitter; ``clock`` (seconds, monotonic) drives the buckets and
-    admission timestamps, so tests can move time by hand. ``max_admissions_kept`` bounds the
-    per-key admission history used by :meth:`max_admitted_in_window`.
+    admission timestamps, so tests can move time by hand; ``wall_clock`` (seconds since the
+    epoch) anchors the absolute reset times Anthropic's headers carry. ``max_admissions_kept``
+    bounds the per-key admission history used by :meth:`max_admitted_in_window`.
     """
 
     def __init__(
@@ -48,6 +70,8 @@ class SimulatedProvider:
         keys: Iterable[SimKeyConfig | str] = (),
         *,
         models: Iterable[str] | None = None,
+        anthropic_models: Iterable[str] | None = None,
+        gemini_models: Iterable[str] | None = None,
         latency_ms: float = 0.0,
         jitter_ms: float = 0.0,
         chunk_delay_ms: float = 0.0,
@@ -55,6 +79,7 @@ class SimulatedProvider:
         embedding_dimensions: int = 8,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         max_admissions_kept: int = 100_000,
     ) -> None:
         if completion_tokens < 1 or embedding_dimensions < 1 or max_admissions_kept < 1:
@@ -63,12 +88,21 @@ class SimulatedProvider:
             raise ValueError("latencies must not be negative")
         self.models: tuple[str, ...] = tuple(DEFAULT_MODELS if models is None else models)
         self.model_set = frozenset(self.models)
+        self.anthropic_models: tuple[str, ...] = tuple(
+            DEFAULT_ANTHROPIC_MODELS if anthropic_models is None else anthropic_models
+        )
+        self.anthropic_model_set = frozenset(self.anthropic_models)
+        self.gemini_models: tuple[str, ...] = tuple(
+            DEFAULT_GEMINI_MODELS if gemini_models is None else gemini_models
+        )
+        self.gemini_model_set = frozenset(self.gemini_models)
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.chunk_delay_ms = chunk_delay_ms
         self.completion_tokens = completion_tokens
         self.embedding_dimensions = embedding_dimensions
         self.clock = clock
+        self.wall_clock = wall_clock
         self.holds = HoldRegistry()
         self._seed = seed
         self._keep = max_admissions_kept
@@ -241,13 +275,21 @@ class SimulatedProvider:
 
     # -- admission ----------------------------------------------------------------------------
 
-    def decide(self, state: KeyState, tokens: int, limited: bool = True) -> Decision:
+    def decide(
+        self,
+        state: KeyState,
+        tokens: int,
+        limited: bool = True,
+        headers: HeaderFn | None = None,
+    ) -> Decision:
+        """Admission under the lock; ``headers`` picks the wire format's rate-limit headers."""
         with self._lock:
-            return decide(state, tokens, self.clock(), self._fault_rng, limited)
+            return decide(state, tokens, self.clock(), self._fault_rng, limited, headers)
 
-    def rate_headers(self, state: KeyState) -> Headers:
+    def rate_headers(self, state: KeyState, headers: HeaderFn | None = None) -> Headers:
         with self._lock:
-            return state.rate_headers(self.clock())
+            now = self.clock()
+            return state.rate_headers(now) if headers is None else headers(state, now)
 
     @property
     def unknown_stats(self) -> KeyStats:

@@ -47,6 +47,16 @@ class SimulatorAddress:
         """The OpenAI-style base URL, e.g. ``http://127.0.0.1:8900/v1``."""
         return f"{self.root_url}/v1"
 
+    @property
+    def anthropic_base_url(self) -> str:
+        """The Anthropic base URL (the root: clients append ``/v1/messages``)."""
+        return self.root_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """The Gemini base URL, e.g. ``http://127.0.0.1:8900/v1beta``."""
+        return f"{self.root_url}/v1beta"
+
 
 class _DropFilter(logging.Filter):
     """Hide uvicorn's error log for connections the simulator cuts on purpose."""
@@ -153,6 +163,14 @@ class SimulatorServer:
     @property
     def root_url(self) -> str:
         return self.address.root_url
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.address.anthropic_base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        return self.address.gemini_base_url
 
     @property
     def port(self) -> int:
