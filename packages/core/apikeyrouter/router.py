@@ -1,47 +1,39 @@
 """ApiKeyRouter: the public entry point that turns many keys into one reliable endpoint.
 
-Per request: pick candidates (local memory, no I/O), rank them for the objective, reserve the
-estimated usage on the best one with room (one store call), call the provider, interpret the
-outcome, and fail over within the retry budget and the deadline.
+Per request: resolve the policy, plan the targets (the model, its group members, fallbacks),
+and for each target pick candidates (memory only), rank them for the objective, reserve the
+estimated usage and spend on the best one with room (one store call), call the provider,
+record the outcome, and fail over within the retry budget and the deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from apikeyrouter.domain.components.candidate_filter import CandidateSet, collect_candidates
+from apikeyrouter.domain.components.cost_controller import CostController
 from apikeyrouter.domain.components.failure_handler import FailureHandler, RetryPolicy
 from apikeyrouter.domain.components.key_manager import KeyManager
+from apikeyrouter.domain.components.policy_engine import PolicyEngine
 from apikeyrouter.domain.components.quota_awareness_engine import QuotaAwarenessEngine
-from apikeyrouter.domain.components.routing_engine import RoutingEngine, explain
-from apikeyrouter.domain.components.token_estimator import (
-    completion_allowance,
-    estimate_prompt_tokens,
-)
+from apikeyrouter.domain.components.routing_engine import RoutingEngine
 from apikeyrouter.domain.interfaces.provider_adapter import ProviderAdapter, UpstreamSuccess
-from apikeyrouter.domain.interfaces.state_store import (
-    CircuitPolicy,
-    CircuitSnapshot,
-    CircuitState,
-    Reservation,
-    ReservationRefusal,
-    ReservationRequest,
-    StateStore,
-)
-from apikeyrouter.domain.models.api_key import APIKey, KeyLimits, KeyState
+from apikeyrouter.domain.interfaces.state_store import CircuitPolicy, CircuitSnapshot, StateStore
+from apikeyrouter.domain.models.api_key import APIKey, KeyLimits
 from apikeyrouter.domain.models.key_stats import KeyStats
-from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure, RateLimitInfo
+from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure
 from apikeyrouter.domain.models.provider import Provider
 from apikeyrouter.domain.models.quota_state import ExhaustionPrediction, QuotaState
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent, RoutingObjective
-from apikeyrouter.domain.models.response import AttemptRecord, RouterResponse, Usage
-from apikeyrouter.domain.models.routing_decision import RoutingDecision
+from apikeyrouter.domain.models.response import RouterResponse
 from apikeyrouter.infrastructure.observability.logger import get_logger
 from apikeyrouter.infrastructure.state_store.memory_store import InMemoryStateStore
+from apikeyrouter.orchestration.context import RouterContext
+from apikeyrouter.orchestration.planner import ModelGroup, RoutePlanner
+from apikeyrouter.orchestration.recorder import OutcomeRecorder
+from apikeyrouter.orchestration.run import RequestRun, Step
+from apikeyrouter.orchestration.selector import KeySelector
 from apikeyrouter.router_stream import RoutedStream
 from apikeyrouter.utils.encryption import KeyEncryptor
 from apikeyrouter.utils.exceptions import (
@@ -50,44 +42,14 @@ from apikeyrouter.utils.exceptions import (
     ModelNotFoundError,
     NoKeyAvailableError,
     ProviderNotFoundError,
-    ProvidersUnavailableError,
     RequestDeadlineExceededError,
-    UpstreamError,
 )
 from apikeyrouter.utils.validation import intent_from_openai
 
 _LIMIT_FIELDS = frozenset(KeyLimits.model_fields)
 _KEY_FIELDS = frozenset({"weight", "tags", "models", "key_id", "limits"})
-_PROVIDER_FAILURES = frozenset(
-    {FailureKind.PROVIDER_ERROR, FailureKind.TIMEOUT, FailureKind.CONNECTION}
-)
-
-
-@dataclass(slots=True)
-class Lease:
-    """One attempt's hold on a key: what was chosen, and the quota reserved for it."""
-
-    key: APIKey
-    adapter: ProviderAdapter
-    reservation: Reservation
-    decision: RoutingDecision
-    started: float
-    estimated_prompt_tokens: int
-    probe: bool = False
-
-
-@dataclass(slots=True)
-class RequestRun:
-    """The bookkeeping of one request across its attempts."""
-
-    intent: RequestIntent
-    objective: RoutingObjective | None
-    deadline: float
-    started: float
-    tried: set[str] = field(default_factory=set)
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    failures: list[ProviderFailure] = field(default_factory=list)
-    last_excluded: dict[str, int] = field(default_factory=dict)
+#: Errors after which the next step of the plan (group member, fallback) is tried.
+_NEXT_STEP_ERRORS = (NoKeyAvailableError, ModelNotFoundError)
 
 
 class ApiKeyRouter:
@@ -107,39 +69,58 @@ class ApiKeyRouter:
         objective: RoutingObjective | str = RoutingObjective.QUOTA,
         retry_policy: RetryPolicy | None = None,
         circuit_policy: CircuitPolicy | None = None,
+        cost: CostController | None = None,
+        policies: PolicyEngine | None = None,
         clock: Callable[[], float] = time.time,
         record_decisions: bool = True,
     ) -> None:
-        self.store: StateStore = store if store is not None else InMemoryStateStore()
-        self._clock = clock
-        self.keys = KeyManager(self.store, KeyEncryptor(master_key), clock)
-        self.quota = QuotaAwarenessEngine(self.store, clock)
-        self.engine = RoutingEngine(
-            RoutingObjective(objective), headroom_lookup=self.quota.headroom
+        store = store if store is not None else InMemoryStateStore()
+        keys = KeyManager(store, KeyEncryptor(master_key), clock)
+        quota = QuotaAwarenessEngine(store, clock)
+        self.cost = cost if cost is not None else CostController.default(clock=clock)
+        engine = RoutingEngine(
+            RoutingObjective(objective),
+            price_lookup=self._blended_price,
+            headroom_lookup=quota.headroom,
         )
-        self.failures = FailureHandler(
-            retry=retry_policy or RetryPolicy(), circuit=circuit_policy or CircuitPolicy()
+        self._ctx = RouterContext(
+            store=store,
+            keys=keys,
+            quota=quota,
+            engine=engine,
+            failures=FailureHandler(
+                retry=retry_policy or RetryPolicy(), circuit=circuit_policy or CircuitPolicy()
+            ),
+            cost=self.cost,
+            policies=policies if policies is not None else PolicyEngine(),
+            clock=clock,
+            log=get_logger("apikeyrouter.router"),
+            record_decisions=record_decisions,
         )
-        self._providers: dict[str, Provider] = {}
-        self._adapters: dict[str, ProviderAdapter] = {}
-        self._stats: dict[str, KeyStats] = {}
-        self._circuits: dict[str, CircuitSnapshot] = {}
-        self._record_decisions = record_decisions
-        self._log = get_logger("apikeyrouter.router")
+        self.store = store
+        self.keys = keys
+        self.quota = quota
+        self.engine = engine
+        self.failures = self._ctx.failures
+        self.policies = self._ctx.policies
+        self.planner = RoutePlanner()
+        self._selector = KeySelector(self._ctx)
+        self.recorder = OutcomeRecorder(self._ctx)
 
     def __repr__(self) -> str:
         return (
-            f"ApiKeyRouter(providers={sorted(self._providers)}, keys={len(self.keys.list_keys())}, "
-            f"store={type(self.store).__name__})"
+            f"ApiKeyRouter(providers={sorted(self._ctx.providers)}, "
+            f"keys={len(self.keys.list_keys())}, store={type(self.store).__name__})"
         )
+
+    def _blended_price(self, key: APIKey, model: str) -> float | None:
+        """Price per 1M tokens for ranking by cost: input and output weighted equally."""
+        price = self.cost.price_for(model, key.provider_id)
+        return None if price is None else (price.input + price.output) / 2
 
     # --- registration -----------------------------------------------------------------------
     async def register_provider(
-        self,
-        provider_id: str,
-        adapter: ProviderAdapter,
-        *,
-        models: Iterable[str] | None = None,
+        self, provider_id: str, adapter: ProviderAdapter, *, models: Iterable[str] | None = None
     ) -> Provider:
         provider = Provider(
             id=provider_id,
@@ -148,12 +129,18 @@ class ApiKeyRouter:
             capabilities=adapter.capabilities,
             models=frozenset(models) if models is not None else None,
         )
-        self._providers[provider_id] = provider
-        self._adapters[provider_id] = adapter
+        self._ctx.providers[provider_id] = provider
+        self._ctx.adapters[provider_id] = adapter
         return provider
 
     def providers(self) -> list[Provider]:
-        return list(self._providers.values())
+        return list(self._ctx.providers.values())
+
+    def adapter(self, provider_id: str) -> ProviderAdapter:
+        adapter = self._ctx.adapters.get(provider_id)
+        if adapter is None:
+            raise ProviderNotFoundError(f"provider {provider_id!r} is not registered")
+        return adapter
 
     async def register_key(
         self,
@@ -165,7 +152,7 @@ class ApiKeyRouter:
         """Register a key. Options: ``weight``, ``tags``, ``models``, ``key_id``, and limits
         (``requests_per_minute``, ``tokens_per_minute``, ``requests_per_day``,
         ``tokens_per_day``, ``spend_per_month``) or a ``limits`` object."""
-        if provider_id not in self._providers:
+        if provider_id not in self._ctx.providers:
             raise ProviderNotFoundError(
                 f"provider {provider_id!r} is not registered", param="provider_id"
             )
@@ -192,152 +179,65 @@ class ApiKeyRouter:
             key_id=options.get("key_id"),
         )
 
+    def add_model_group(
+        self, name: str, members: Iterable[str | dict[str, Any]], strategy: str = "ordered"
+    ) -> ModelGroup:
+        """A logical model served by several concrete ones, e.g.
+        ``add_model_group("smart", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"])``."""
+        try:
+            group = ModelGroup.model_validate(
+                {"name": name, "members": list(members), "strategy": strategy}
+            )
+        except ValueError as exc:
+            raise InvalidRequestError(
+                f"invalid model group {name!r}: {exc}", param="members"
+            ) from exc
+        self.planner.add_group(group)
+        return group
+
+    def servable_models(self) -> list[str]:
+        """Model names a request may use: each provider's list, and the model groups."""
+        names: set[str] = {group.name for group in self.planner.groups()}
+        for provider in self._ctx.providers.values():
+            names.update(provider.models or ())
+        return sorted(names)
+
     # --- routing ----------------------------------------------------------------------------
     def _coerce(self, intent: RequestIntent | dict[str, Any], endpoint: Endpoint) -> RequestIntent:
         if isinstance(intent, RequestIntent):
             return intent
         return intent_from_openai(intent, endpoint)
 
+    def _providers_for(self, model: str) -> frozenset[str]:
+        return frozenset(p.id for p in self._ctx.providers.values() if p.serves_model(model))
+
     def _start_run(
         self, intent: RequestIntent, objective: RoutingObjective | str | None
-    ) -> RequestRun:
+    ) -> tuple[RequestRun, list[Step]]:
         now = time.monotonic()
-        budget = intent.timeout_seconds or self.failures.retry.deadline_seconds
-        chosen = RoutingObjective(objective) if objective is not None else intent.objective
-        return RequestRun(intent, chosen, now + budget, now)
-
-    def _candidates(self, intent: RequestIntent, run: RequestRun, now: float) -> CandidateSet:
-        merged = CandidateSet()
-        for provider_id, provider in self._providers.items():
-            if not provider.serves_model(intent.model):
-                continue
-            if not self._adapters[provider_id].supports(intent.endpoint, intent.stream):
-                continue
-            found = collect_candidates(
-                self.keys.keys_for_provider(provider_id),
-                intent.model,
-                now,
-                self._circuits,
-                run.tried,
-            )
-            if len(self._providers) == 1:
-                return found
-            merged.merge(found)
-        return merged
-
-    async def _acquire(self, run: RequestRun) -> Lease:
-        """Choose and reserve a key, waiting for a reset if configured and worthwhile."""
-        while True:
-            outcome = await self._try_acquire(run)
-            if isinstance(outcome, Lease):
-                return outcome
-            if not isinstance(outcome, NoKeyAvailableError):
-                raise outcome
-            retry_at = outcome.retry_after
-            wait_bound = self.failures.retry.max_wait_for_reset_seconds
-            remaining = run.deadline - time.monotonic()
-            if retry_at is None or retry_at > min(wait_bound, remaining):
-                raise outcome
-            await asyncio.sleep(max(retry_at, 0.001))
-
-    async def _try_acquire(self, run: RequestRun) -> Lease | ApiKeyRouterError:
-        intent = run.intent
-        now = self._clock()
-        found = self._candidates(intent, run, now)
-        run.last_excluded = found.excluded
-        attempt = len(run.attempts) + 1
-        decision = RoutingDecision.model_construct(  # hot path: all fields given, no validation
-            request_id=intent.request_id,
-            objective=run.objective or self.engine.default_objective,
+        policy = self.policies.resolve(
             model=intent.model,
-            chosen_key_id=None,
-            provider_id=None,
-            candidates=[],
-            considered=found.considered,
-            excluded=found.excluded,
-            attempt=attempt,
-            explanation="",
-            at=now,
+            client_id=intent.client_id,
+            providers=self._providers_for(intent.model),
         )
-        if not found.candidates:
-            return self._no_key_error(run, decision, found.earliest_ready_at, now)
-        ranking = self.engine.rank(found.candidates, self._stats, intent.model, run.objective)
-        decision.candidates = ranking.scores
-        prompt_tokens = estimate_prompt_tokens(intent)
-        tokens = float(prompt_tokens + completion_allowance(intent))
-        amounts = {"requests": 1.0, "tokens": tokens}
-        requests: list[ReservationRequest] = []
-        probes: set[str] = set()
-        for candidate in ranking.ordered:
-            request = ReservationRequest(
-                candidate.key.id, self.quota.effective_windows(candidate.key), amounts
-            )
-            if candidate.circuit is CircuitState.HALF_OPEN:
-                # A half-open key gets exactly one probe, and it goes first: otherwise a key
-                # ranked below healthy ones would never be tested and never recover.
-                if await self.store.try_acquire_probe(candidate.key.id, now):
-                    probes.add(candidate.key.id)
-                    requests.insert(len(probes) - 1, request)
-                continue
-            requests.append(request)
-        reserved = await self.store.reserve(requests, now) if requests else ReservationRefusal(None)
-        if isinstance(reserved, ReservationRefusal):
-            decision.excluded = {**found.excluded, "no_quota_room": len(requests)}
-            ready = found.earliest_ready_at
-            if reserved.retry_at is not None:
-                ready = reserved.retry_at if ready is None else min(ready, reserved.retry_at)
-            return self._no_key_error(run, decision, ready, now)
-        key = self.keys.get(reserved.key_id)
-        self.quota.charged(key, amounts, now)
-        decision.chosen_key_id = key.id
-        decision.provider_id = key.provider_id
-        decision.explanation = explain(decision)
-        if run.attempts:
-            decision.explanation += "; failed over from " + ", ".join(
-                f"{a.key_id} ({a.outcome})" for a in run.attempts
-            )
-        stats = self._stats.setdefault(key.id, KeyStats())
-        stats.in_flight += 1
-        return Lease(
-            key=key,
-            adapter=self._adapters[key.provider_id],
-            reservation=reserved,
-            decision=decision,
-            started=time.monotonic(),
-            estimated_prompt_tokens=prompt_tokens,
-            probe=key.id in probes,
+        retry = self.failures.retry
+        budget = intent.timeout_seconds or policy.deadline_seconds or retry.deadline_seconds
+        if objective is not None:
+            chosen: RoutingObjective | None = RoutingObjective(objective)
+        else:
+            chosen = intent.objective or policy.objective
+        steps = self.planner.steps(intent.model, policy)
+        run = RequestRun(
+            intent=intent,
+            objective=chosen,
+            deadline=now + budget,
+            started=now,
+            policy=policy,
+            max_attempts=policy.max_attempts or retry.max_attempts,
+            step=steps[0],
+            step_intent=intent,
         )
-
-    def _no_key_error(
-        self, run: RequestRun, decision: RoutingDecision, ready_at: float | None, now: float
-    ) -> ApiKeyRouterError:
-        decision.explanation = explain(decision)
-        retry_after = max(0.0, ready_at - now) if ready_at is not None else None
-        kinds = {f.kind for f in run.failures}
-        if decision.considered == 0 and not run.attempts:
-            return ModelNotFoundError(
-                f"no registered provider serves model {run.intent.model!r} "
-                f"for {run.intent.endpoint.value}",
-                param="model",
-            )
-        if run.failures and kinds <= {FailureKind.MODEL_NOT_ALLOWED}:
-            return ModelNotFoundError(
-                f"model {run.intent.model!r} is not available to any key: "
-                f"{run.failures[-1].message}",
-                param="model",
-            )
-        error_cls = (
-            ProvidersUnavailableError
-            if run.failures and kinds <= _PROVIDER_FAILURES
-            else NoKeyAvailableError
-        )
-        detail = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""
-        return error_cls(
-            f"{decision.explanation}{detail}",
-            retry_after=retry_after,
-            reasons=decision.excluded,
-            attempts=len(run.attempts),
-        )
+        return run, steps
 
     def _attempt_timeout(self, run: RequestRun) -> float:
         remaining = run.deadline - time.monotonic()
@@ -347,165 +247,6 @@ class ApiKeyRouter:
             )
         return min(self.failures.retry.attempt_timeout_seconds, remaining)
 
-    async def _succeeded(
-        self, run: RequestRun, lease: Lease, usage: Usage | None, rate_limit: RateLimitInfo
-    ) -> AttemptRecord:
-        key = lease.key
-        latency_ms = (time.monotonic() - lease.started) * 1000.0
-        now = self._clock()
-        stats = self._stats[key.id]
-        stats.in_flight -= 1
-        stats.served += 1
-        stats.last_used_at = now
-        stats.record_latency(latency_ms)
-        stats.record_result(True)
-        reserved_tokens = lease.reservation.amounts.get("tokens", 0.0)
-        charged_tokens = reserved_tokens
-        if usage is not None and usage.total_tokens:
-            # Providers charge the rate limit for the completion they were allowed up front
-            # (max_tokens), not only for what was generated: count what they count.
-            allowance = run.intent.max_tokens or 0
-            charged_tokens = float(
-                usage.prompt_tokens + max(usage.completion_tokens, allowance)
-                if usage.prompt_tokens
-                else usage.total_tokens
-            )
-            if charged_tokens != reserved_tokens:
-                await self.store.commit(
-                    lease.reservation, {"requests": 1.0, "tokens": charged_tokens}
-                )
-                self.quota.charged(
-                    key, {"tokens": charged_tokens - reserved_tokens}, lease.reservation.at
-                )
-            if usage.prompt_tokens:
-                self.quota.record_token_estimate(lease.estimated_prompt_tokens, usage.prompt_tokens)
-        self.quota.consumed(key, 1.0, charged_tokens, now)
-        await self.quota.observe(key, rate_limit, now)
-        circuit = self._circuits.get(key.id)
-        if circuit is not None:  # only keys that have failed have an entry
-            await self.store.record_success(key.id, now)
-            self._circuits.pop(key.id, None)
-        if key.state is not KeyState.AVAILABLE:
-            await self.keys.set_state(
-                key.id,
-                KeyState.AVAILABLE,
-                "served a request after cooldown",
-                request_id=run.intent.request_id,
-                expected=key.state,
-            )
-        await self._apply_rate_limit(key, rate_limit, now, run.intent.request_id)
-        usage_counters = key.usage
-        usage_counters.requests += 1
-        usage_counters.successes += 1
-        if usage is not None:
-            usage_counters.prompt_tokens += usage.prompt_tokens
-            usage_counters.completion_tokens += usage.completion_tokens
-        usage_counters.last_used_at = now
-        record = AttemptRecord(
-            key_id=key.id,
-            provider_id=key.provider_id,
-            outcome="success",
-            status=200,
-            latency_ms=round(latency_ms, 3),
-        )
-        run.attempts.append(record)
-        return record
-
-    async def _apply_rate_limit(
-        self, key: APIKey, rate_limit: RateLimitInfo, now: float, request_id: str
-    ) -> None:
-        """A response saying "0 remaining" means the next call would 429: cool down now."""
-        exhausted_until: float | None = None
-        if rate_limit.requests_remaining == 0 and rate_limit.requests_reset_at is not None:
-            exhausted_until = rate_limit.requests_reset_at
-        if rate_limit.tokens_remaining == 0 and rate_limit.tokens_reset_at is not None:
-            exhausted_until = max(exhausted_until or 0.0, rate_limit.tokens_reset_at)
-        if exhausted_until is not None and exhausted_until > now:
-            await self.keys.set_state(
-                key.id,
-                KeyState.THROTTLED,
-                "provider reports no remaining quota",
-                cooldown_until=exhausted_until,
-                request_id=request_id,
-                expected=key.state,
-            )
-
-    async def _failed(self, run: RequestRun, lease: Lease, failure: ProviderFailure) -> bool:
-        """Record a failed attempt; return True when another key should be tried."""
-        key = lease.key
-        now = self._clock()
-        latency_ms = (time.monotonic() - lease.started) * 1000.0
-        stats = self._stats[key.id]
-        stats.in_flight -= 1
-        stats.last_used_at = now
-        key.usage.requests += 1
-        key.usage.failures += 1
-        action = self.failures.decide(failure, now)
-        run.failures.append(failure)
-        run.attempts.append(
-            AttemptRecord(
-                key_id=key.id,
-                provider_id=key.provider_id,
-                outcome=failure.kind.value,
-                status=failure.status,
-                latency_ms=round(latency_ms, 3),
-            )
-        )
-        if failure.kind not in (FailureKind.TIMEOUT, FailureKind.CONNECTION):
-            # Refused outright: give the reservation back. (A timeout or a broken connection
-            # may have been charged upstream, so those keep theirs.)
-            await self._release(lease)
-        await self.quota.observe(key, failure.rate_limit, now)
-        if not action.retry_elsewhere:
-            return False
-        stats.record_result(False)
-        run.tried.add(key.id)
-        if action.new_state is not None and key.state is not action.new_state:
-            await self.keys.set_state(
-                key.id,
-                action.new_state,
-                action.reason,
-                cooldown_until=action.cooldown_until,
-                request_id=run.intent.request_id,
-                expected=key.state,
-            )
-        elif action.new_state is not None and action.cooldown_until is not None:
-            key.cooldown_until = max(key.cooldown_until or 0.0, action.cooldown_until)
-            await self.store.set_cooldown(key.id, key.cooldown_until)
-        if action.exclude_model:
-            await self.keys.exclude_model(key.id, run.intent.model)
-        if action.count_for_circuit:
-            snapshot = await self.store.record_failure(key.id, now, self.failures.circuit)
-            self._circuits[key.id] = snapshot
-        self._log.info(
-            "attempt_failed",
-            request_id=run.intent.request_id,
-            key_id=key.id,
-            provider=key.provider_id,
-            failure=failure.kind.value,
-            status=failure.status,
-            detail=failure.message,
-        )
-        return True
-
-    def _upstream_error(self, lease: Lease, failure: ProviderFailure) -> UpstreamError:
-        return UpstreamError(
-            failure.message,
-            status=failure.status or 400,
-            error_type=failure.error_type or "invalid_request_error",
-            code=failure.code or failure.kind.value,
-            param=failure.param,
-            key_id=lease.key.id,
-            provider_id=lease.key.provider_id,
-        )
-
-    async def _pause_before_retry(self, run: RequestRun, failure: ProviderFailure) -> None:
-        if failure.kind in _PROVIDER_FAILURES:
-            delay = self.failures.backoff_delay(len(run.attempts))
-            remaining = run.deadline - time.monotonic()
-            if delay > 0 and remaining > delay:
-                await asyncio.sleep(delay)
-
     async def route(
         self,
         intent: RequestIntent | dict[str, Any],
@@ -513,7 +254,8 @@ class ApiKeyRouter:
         *,
         endpoint: Endpoint = Endpoint.CHAT,
     ) -> RouterResponse:
-        """Serve a non-streaming request, failing over across keys until one succeeds.
+        """Serve a non-streaming request, failing over across keys, group members and
+        fallback models until one succeeds.
 
         Raises :class:`NoKeyAvailableError` (with ``retry_after``) when no key can serve,
         :class:`UpstreamError` when the upstream rejected the request itself.
@@ -521,85 +263,51 @@ class ApiKeyRouter:
         request = self._coerce(intent, endpoint)
         if request.stream:
             raise InvalidRequestError("use stream() for streaming requests", param="stream")
-        run = self._start_run(request, objective)
-        for _ in range(self.failures.retry.max_attempts):
-            lease = await self._acquire(run)
+        run, steps = self._start_run(request, objective)
+        last_error: ApiKeyRouterError | None = None
+        for index, step in enumerate(steps):
+            run.enter(step)
+            try:
+                return await self._route_step(run)
+            except _NEXT_STEP_ERRORS as exc:
+                last_error = exc
+            except ApiKeyRouterError as exc:
+                if not _may_fall_back(exc, run) or index == len(steps) - 1:
+                    raise
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def _route_step(self, run: RequestRun) -> RouterResponse:
+        recorder = self.recorder
+        for _ in range(run.max_attempts):
+            lease = await self._selector.acquire(run)
             try:
                 result = await lease.adapter.send(
-                    request, self.keys.secret(lease.key), self._attempt_timeout(run)
+                    run.step_intent, self.keys.secret(lease.key), self._attempt_timeout(run)
                 )
             except BaseException:
-                await self._abandon(lease)
+                await recorder.abandon(lease)
                 raise
             if isinstance(result, UpstreamSuccess):
-                await self._succeeded(run, lease, result.usage, result.rate_limit)
-                await self._finish(run, lease)
+                await recorder.succeeded(run, lease, result.usage, result.rate_limit)
+                await recorder.finish(run, lease)
                 return RouterResponse(
                     body=result.body,
                     key_used=lease.key.id,
                     provider_id=lease.key.provider_id,
-                    model=request.model,
+                    model=run.step_intent.model,
                     usage=result.usage,
                     decision=lease.decision,
                     attempts=run.attempts,
                     latency_ms=round((time.monotonic() - run.started) * 1000.0, 3),
+                    cost_usd=lease.cost_estimate.usd,
                 )
-            if not await self._failed(run, lease, result):
-                await self._finish(run, lease)
-                raise self._upstream_error(lease, result)
-            await self._pause_before_retry(run, result)
-        raise self._exhausted_error(run)
-
-    def _exhausted_error(self, run: RequestRun) -> ApiKeyRouterError:
-        decision = RoutingDecision(
-            request_id=run.intent.request_id,
-            objective=run.objective or self.engine.default_objective,
-            model=run.intent.model,
-            considered=len(run.tried),
-            excluded=run.last_excluded,
-            attempt=len(run.attempts),
-        )
-        now = self._clock()
-        ready = [
-            k.cooldown_until
-            for k in (self.keys.get(i) for i in run.tried if i in self._stats)
-            if k.cooldown_until is not None and k.cooldown_until > now
-        ]
-        error = self._no_key_error(run, decision, min(ready) if ready else None, now)
-        error.message = (
-            f"retry budget of {self.failures.retry.max_attempts} attempt(s) used up; "
-            + error.message
-        )
-        error.args = (error.message,)
-        return error
-
-    async def _release(self, lease: Lease) -> None:
-        reservation = lease.reservation
-        await self.store.release(reservation)
-        self.quota.charged(
-            lease.key, {m: -a for m, a in reservation.amounts.items()}, reservation.at
-        )
-
-    async def _abandon(self, lease: Lease) -> None:
-        """The caller went away mid-call (cancellation): free what the attempt held."""
-        self._stats[lease.key.id].in_flight -= 1
-        await asyncio.shield(self._release(lease))
-
-    async def _finish(self, run: RequestRun, lease: Lease) -> None:
-        decision = lease.decision
-        if self._record_decisions:
-            await self.store.record_decision(decision)
-        self._log.info(
-            "routed",
-            request_id=run.intent.request_id,
-            key_id=lease.key.id,
-            provider=lease.key.provider_id,
-            model=run.intent.model,
-            attempts=len(run.attempts),
-            outcome=run.attempts[-1].outcome if run.attempts else None,
-            latency_ms=round((time.monotonic() - run.started) * 1000.0, 3),
-            explanation=decision.explanation,
-        )
+            if not await recorder.failed(run, lease, result):
+                await recorder.finish(run, lease)
+                raise recorder.upstream_error(lease, result)
+            await recorder.pause_before_retry(run, result)
+        raise self._selector.exhausted_error(run)
 
     async def open_stream(
         self,
@@ -608,34 +316,52 @@ class ApiKeyRouter:
         *,
         endpoint: Endpoint = Endpoint.CHAT,
     ) -> RoutedStream:
-        """Start a streaming request. Failover happens until the first chunk is in hand;
-        after that a broken stream ends with :class:`StreamInterruptedError`."""
+        """Start a streaming request. Failover (keys, group members, fallbacks) happens until
+        the first chunk is in hand; after that a broken stream ends with
+        :class:`StreamInterruptedError`."""
         request = self._coerce(intent, endpoint)
         if not request.stream:
             request = request.model_copy(update={"stream": True})
-        run = self._start_run(request, objective)
-        for _ in range(self.failures.retry.max_attempts):
-            lease = await self._acquire(run)
+        run, steps = self._start_run(request, objective)
+        last_error: ApiKeyRouterError | None = None
+        for index, step in enumerate(steps):
+            run.enter(step)
+            try:
+                return await self._open_step(run)
+            except _NEXT_STEP_ERRORS as exc:
+                last_error = exc
+            except ApiKeyRouterError as exc:
+                if not _may_fall_back(exc, run) or index == len(steps) - 1:
+                    raise
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def _open_step(self, run: RequestRun) -> RoutedStream:
+        recorder = self.recorder
+        for _ in range(run.max_attempts):
+            lease = await self._selector.acquire(run)
+            failure: ProviderFailure
             try:
                 opened = await lease.adapter.open_stream(
-                    request, self.keys.secret(lease.key), self._attempt_timeout(run)
+                    run.step_intent, self.keys.secret(lease.key), self._attempt_timeout(run)
                 )
                 if isinstance(opened, ProviderFailure):
                     failure = opened
                 else:
-                    stream = RoutedStream(self, run, lease, opened)
-                    failure_or_none = await stream.prefetch()
-                    if failure_or_none is None:
+                    stream = RoutedStream(recorder, run, lease, opened)
+                    early = await stream.prefetch()
+                    if early is None:
                         return stream
-                    failure = failure_or_none
+                    failure = early
             except BaseException:
-                await self._abandon(lease)
+                await recorder.abandon(lease)
                 raise
-            if not await self._failed(run, lease, failure):
-                await self._finish(run, lease)
-                raise self._upstream_error(lease, failure)
-            await self._pause_before_retry(run, failure)
-        raise self._exhausted_error(run)
+            if not await recorder.failed(run, lease, failure):
+                await recorder.finish(run, lease)
+                raise recorder.upstream_error(lease, failure)
+            await recorder.pause_before_retry(run, failure)
+        raise self._selector.exhausted_error(run)
 
     async def stream(
         self,
@@ -659,13 +385,17 @@ class ApiKeyRouter:
         return self.quota.predict_exhaustion(self.keys.get(key_id))
 
     def stats(self, key_id: str) -> KeyStats:
-        return self._stats.get(key_id, KeyStats())
+        return self._ctx.stats.get(key_id, KeyStats())
 
     async def circuit(self, key_id: str) -> CircuitSnapshot:
-        return await self.store.circuit(key_id, self._clock())
+        return await self.store.circuit(key_id, self._ctx.clock())
+
+    def on_budget_event(self, listener: Callable[[Any], None]) -> None:
+        """Call ``listener`` with every soft/shadow budget event (a BudgetEvent)."""
+        self._ctx.budget_listeners.append(listener)
 
     async def close(self) -> None:
-        for adapter in self._adapters.values():
+        for adapter in self._ctx.adapters.values():
             await adapter.close()
         await self.store.close()
 
@@ -674,3 +404,9 @@ class ApiKeyRouter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _may_fall_back(error: ApiKeyRouterError, run: RequestRun) -> bool:
+    """A prompt too long for this model may fit the next one in the plan; other caller errors
+    would fail the same way everywhere."""
+    return bool(run.step_failures) and run.step_failures[-1].kind is FailureKind.CONTEXT_TOO_LONG

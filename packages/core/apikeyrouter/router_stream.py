@@ -14,7 +14,8 @@ from apikeyrouter.domain.models.routing_decision import RoutingDecision
 from apikeyrouter.utils.exceptions import StreamInterruptedError
 
 if TYPE_CHECKING:
-    from apikeyrouter.router import ApiKeyRouter, Lease, RequestRun
+    from apikeyrouter.orchestration.recorder import OutcomeRecorder
+    from apikeyrouter.orchestration.run import Lease, RequestRun
 
 
 class RoutedStream:
@@ -25,9 +26,9 @@ class RoutedStream:
     """
 
     def __init__(
-        self, router: ApiKeyRouter, run: RequestRun, lease: Lease, upstream: UpstreamStream
+        self, recorder: OutcomeRecorder, run: RequestRun, lease: Lease, upstream: UpstreamStream
     ) -> None:
-        self._router = router
+        self._recorder = recorder
         self._run = run
         self._lease = lease
         self._upstream = upstream
@@ -67,7 +68,7 @@ class RoutedStream:
         return None
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        router, run, lease = self._router, self._run, self._lease
+        recorder, run, lease = self._recorder, self._run, self._lease
         try:
             if self._first is not None:
                 first, self._first = self._first, None
@@ -77,16 +78,18 @@ class RoutedStream:
         except StreamInterruptedError as exc:
             self._finished = True
             failure = ProviderFailure(FailureKind.CONNECTION, None, exc.message)
-            await router._failed(run, lease, failure)
-            await router._finish(run, lease)
+            await recorder.failed(run, lease, failure)
+            await recorder.finish(run, lease)
             raise
         finally:
             if not self._finished:
                 # Either a clean end or the caller stopped reading: both count as served.
                 self._finished = True
                 await self._upstream.aclose()
-                await router._succeeded(run, lease, self._upstream.usage, self._upstream.rate_limit)
-                await router._finish(run, lease)
+                await recorder.succeeded(
+                    run, lease, self._upstream.usage, self._upstream.rate_limit
+                )
+                await recorder.finish(run, lease)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()

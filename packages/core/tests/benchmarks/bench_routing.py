@@ -55,9 +55,11 @@ async def decision_time(key_count: int, iterations: int) -> list[float]:
     intent = intent_from_openai(BODY, Endpoint.CHAT)
 
     async def decide() -> None:
-        run = router._start_run(intent, None)
-        lease = await router._acquire(run)
-        await router._abandon(lease)
+        # Policy resolution + plan + candidates + ranking + reservation: all but the call.
+        run, steps = router._start_run(intent, None)
+        run.enter(steps[0])
+        lease = await router._selector.acquire(run)
+        await router.recorder.abandon(lease)  # keep the state steady between calls
 
     samples = await _time_calls(decide, iterations)
     await router.close()

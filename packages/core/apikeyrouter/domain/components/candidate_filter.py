@@ -6,7 +6,7 @@ identity comparisons on enum members (no hashing), one attribute read per field,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from apikeyrouter.domain.components.routing_engine import Candidate
@@ -51,11 +51,13 @@ def collect_candidates(
     now: float,
     circuits: Mapping[str, CircuitSnapshot],
     skip: set[str] | frozenset[str] = frozenset(),
+    allows: Callable[[APIKey], bool] | None = None,
 ) -> CandidateSet:
     """One pass over the keys: cheap attribute checks only, no I/O.
 
     Routable: available or recovering with no cooldown pending; throttled or exhausted once
-    their cooldown has passed. ``circuits`` only needs entries for keys that have failed.
+    their cooldown has passed. ``circuits`` only needs entries for keys that have failed;
+    ``allows`` is the policy's key filter (None when the policy restricts nothing).
     """
     result = CandidateSet()
     append = result.candidates.append
@@ -79,6 +81,9 @@ def collect_candidates(
             key.excluded_models and model in key.excluded_models
         ):
             result.exclude("model_not_served")
+            continue
+        if allows is not None and not allows(key):
+            result.exclude("policy")
             continue
         circuit_state = _CLOSED
         if circuits:

@@ -97,6 +97,10 @@ class KeyManager:
             raise KeyNotFoundError(f"no key with id {key_id!r}", param="key_id")
         return key
 
+    def find(self, key_id: str) -> APIKey | None:
+        """Like :meth:`get`, for callers to whom a missing key is not an error."""
+        return self._keys.get(key_id)
+
     def list_keys(self, provider_id: str | None = None) -> list[APIKey]:
         if provider_id is None:
             return list(self._keys.values())

@@ -29,7 +29,10 @@ from apikeyrouter.domain.models.quota_state import (
     QuotaState,
     WindowUsage,
 )
-from apikeyrouter.infrastructure.state_store.window_counter import WindowCounter
+from apikeyrouter.infrastructure.state_store.window_counter import (
+    BUCKETS_PER_WINDOW,
+    WindowCounter,
+)
 
 #: A window with no known limit: counted (so a limit learned later starts from real usage)
 #: but never blocking. Finite, so every store can encode it.
@@ -99,6 +102,8 @@ class KeyQuota:
     rates: dict[str, _Rate] = field(default_factory=dict)
     windows: tuple[WindowLimit, ...] | None = None  # cache of the effective windows
     limits_seen: KeyLimits | None = None
+    headroom: float | None = None  # cache: valid until something about this key changes,
+    headroom_until: float = 0.0  # or one bucket width passes (windows only move per bucket)
 
 
 @dataclass(slots=True)
@@ -179,6 +184,7 @@ class QuotaAwarenessEngine:
     def charged(self, key: APIKey, amounts: dict[str, float], at: float) -> None:
         """Mirror a reservation (or a commit's difference) in this process's view."""
         quota = self._quota(key.id)
+        quota.headroom = None
         for metric, amount in amounts.items():
             quota.sent[metric] = quota.sent.get(metric, 0.0) + amount
         for limit in self.effective_windows(key):
@@ -204,6 +210,7 @@ class QuotaAwarenessEngine:
         if info.is_empty():
             return
         quota = self._quota(key.id)
+        quota.headroom = None
         for metric, limit, remaining, reset_at in (
             ("requests", info.requests_limit, info.requests_remaining, info.requests_reset_at),
             ("tokens", info.tokens_limit, info.tokens_remaining, info.tokens_reset_at),
@@ -273,9 +280,14 @@ class QuotaAwarenessEngine:
 
     def headroom(self, key: APIKey) -> float:
         """Fraction left in the tightest known window, discounted when the key is predicted to
-        run dry before that window frees up. Hot path: memory only."""
+        run dry before that window frees up. Hot path: memory only, cached per key until the
+        key is charged or observed, or its windows move on (one bucket width)."""
         now = self._clock()
+        quota = self._quota(key.id)
+        if quota.headroom is not None and now < quota.headroom_until and quota.windows is not None:
+            return quota.headroom
         best = 1.0
+        width = MINUTE
         for limit in self.effective_windows(key):
             if limit.limit >= UNLIMITED:
                 continue
@@ -289,6 +301,9 @@ class QuotaAwarenessEngine:
                 if pace > 0 and remaining / pace < until_reset:
                     left *= (remaining / pace) / until_reset  # runs dry early: back off now
             best = min(best, left)
+            width = min(width, limit.window_seconds / BUCKETS_PER_WINDOW)
+        quota.headroom = best
+        quota.headroom_until = now + width
         return best
 
     def capacity(self, key: APIKey, now: float | None = None) -> tuple[CapacityState, Confidence]:

@@ -40,6 +40,9 @@ class RouterResponse(BaseModel):
     decision: RoutingDecision
     attempts: list[AttemptRecord] = Field(default_factory=list)
     latency_ms: float = 0.0
+    cost_usd: float | None = Field(
+        default=None, description="Estimated cost of the call (None when the model is unpriced)."
+    )
 
     @property
     def content(self) -> str | None:

@@ -1,0 +1,328 @@
+"""Choosing a key for one attempt: candidates, ranking, and the atomic reservation.
+
+Everything before the reservation reads process memory only. The reservation is one store call
+that charges the key's windows, every budget in scope and the client's limits together, on the
+first ranked candidate with room, so concurrent requests (and replicas) never overshoot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from apikeyrouter.domain.components.candidate_filter import CandidateSet, collect_candidates
+from apikeyrouter.domain.components.routing_engine import explain
+from apikeyrouter.domain.components.token_estimator import (
+    completion_allowance,
+    estimate_prompt_tokens,
+)
+from apikeyrouter.domain.interfaces.state_store import (
+    CircuitState,
+    ReservationRefusal,
+    ReservationRequest,
+    SharedCounter,
+    WindowLimit,
+)
+from apikeyrouter.domain.models.api_key import APIKey
+from apikeyrouter.domain.models.cost_model import Budget, CostEstimate
+from apikeyrouter.domain.models.key_stats import KeyStats
+from apikeyrouter.domain.models.outcome import FailureKind
+from apikeyrouter.domain.models.request_context import RequestIntent
+from apikeyrouter.domain.models.routing_decision import RoutingDecision
+from apikeyrouter.orchestration.context import RouterContext
+from apikeyrouter.orchestration.run import PROVIDER_FAILURES, Lease, RequestRun
+from apikeyrouter.utils.exceptions import (
+    ApiKeyRouterError,
+    ModelNotFoundError,
+    NoKeyAvailableError,
+    ProvidersUnavailableError,
+)
+
+_IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
+
+
+class ClientRateLimitedError(NoKeyAvailableError):
+    """The calling client is over its own per-client limit (from policy)."""
+
+    code = "client_rate_limited"
+
+
+def needs_tools(intent: RequestIntent) -> bool:
+    body = intent.body
+    return bool(body.get("tools") or body.get("functions"))
+
+
+def needs_vision(intent: RequestIntent) -> bool:
+    for message in intent.body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and part.get("type") in _IMAGE_PARTS for part in content
+        ):
+            return True
+    return False
+
+
+class KeySelector:
+    def __init__(self, ctx: RouterContext) -> None:
+        self._ctx = ctx
+
+    # --- candidates -------------------------------------------------------------------------
+    def candidates(self, run: RequestRun, now: float) -> CandidateSet:
+        ctx = self._ctx
+        intent = run.step_intent
+        pinned = run.step.provider_id
+        allows = None if run.policy.allows_everything else run.policy.allows
+        merged = CandidateSet()
+        tools, vision = needs_tools(intent), needs_vision(intent)
+        for provider_id, provider in ctx.providers.items():
+            if pinned is not None and provider_id != pinned:
+                continue
+            if not provider.serves_model(intent.model):
+                continue
+            adapter = ctx.adapters[provider_id]
+            caps = adapter.capabilities
+            if (
+                not adapter.supports(intent.endpoint, intent.stream)
+                or (tools and not caps.tools)
+                or (vision and not caps.vision)
+            ):
+                merged.exclude("provider_lacks_capability")
+                continue
+            found = collect_candidates(
+                ctx.keys.keys_for_provider(provider_id),
+                intent.model,
+                now,
+                ctx.circuits,
+                run.tried,
+                allows,
+            )
+            if len(ctx.providers) == 1:
+                return found
+            merged.merge(found)
+        return merged
+
+    # --- reservation ------------------------------------------------------------------------
+    def _budgets(self, run: RequestRun, key: APIKey) -> tuple[Budget, ...]:
+        cost = self._ctx.cost
+        if not cost.has_budgets:
+            return ()
+        found = cost.budgets_for(
+            provider_id=key.provider_id,
+            key_id=key.id,
+            model=run.step_intent.model,
+            client_id=run.intent.client_id,
+        )
+        for budget_id in run.policy.budgets:  # budgets a policy attaches by reference
+            budget = cost.get_budget(budget_id)
+            if budget is not None and budget not in found:
+                found.append(budget)
+        return tuple(found)
+
+    def _client_counters(self, run: RequestRun, tokens: float) -> tuple[SharedCounter, ...]:
+        limits = run.policy.client_limits
+        client = run.intent.client_id
+        if limits is None or client is None:
+            return ()
+        counter_id = f"client:{client}"
+        counters = []
+        if limits.requests_per_minute:
+            window = WindowLimit("requests", 60.0, limits.requests_per_minute)
+            counters.append(SharedCounter(counter_id, window, 1.0))
+        if limits.tokens_per_minute:
+            window = WindowLimit("tokens", 60.0, limits.tokens_per_minute)
+            counters.append(SharedCounter(counter_id, window, tokens))
+        return tuple(counters)
+
+    async def acquire(self, run: RequestRun) -> Lease:
+        """Choose and reserve a key, waiting for a reset if configured and worthwhile."""
+        while True:
+            outcome = await self.try_acquire(run)
+            if isinstance(outcome, Lease):
+                return outcome
+            if not isinstance(outcome, NoKeyAvailableError):
+                raise outcome
+            retry_at = outcome.retry_after
+            wait_bound = self._ctx.failures.retry.max_wait_for_reset_seconds
+            remaining = run.deadline - time.monotonic()
+            if retry_at is None or retry_at > min(wait_bound, remaining):
+                raise outcome
+            await asyncio.sleep(max(retry_at, 0.001))  # waiting for a reset, by request
+
+    async def try_acquire(self, run: RequestRun) -> Lease | ApiKeyRouterError:
+        ctx = self._ctx
+        intent = run.step_intent
+        now = ctx.clock()
+        found = self.candidates(run, now)
+        run.last_excluded = found.excluded
+        decision = RoutingDecision.model_construct(  # hot path: all fields given, no validation
+            request_id=intent.request_id,
+            objective=run.objective or ctx.engine.default_objective,
+            model=intent.model,
+            chosen_key_id=None,
+            provider_id=None,
+            candidates=[],
+            considered=found.considered,
+            excluded=found.excluded,
+            attempt=len(run.attempts) + 1,
+            explanation="",
+            at=now,
+        )
+        if not found.candidates:
+            return self.no_key_error(run, decision, found.earliest_ready_at, now)
+        ranking = ctx.engine.rank(found.candidates, ctx.stats, intent.model, run.objective)
+        decision.candidates = ranking.scores
+        prompt_tokens = estimate_prompt_tokens(intent)
+        allowance = completion_allowance(intent)
+        tokens = float(prompt_tokens + allowance)
+        client_counters = self._client_counters(run, tokens)
+        estimates: dict[str, CostEstimate] = {}
+        budgets: dict[str, tuple[Budget, ...]] = {}
+        requests: list[ReservationRequest] = []
+        probes: set[str] = set()
+        for candidate in ranking.ordered:
+            key = candidate.key
+            estimate = estimates.get(key.provider_id)
+            if estimate is None:
+                estimate = ctx.cost.estimate(
+                    intent.model, prompt_tokens, allowance, key.provider_id
+                )
+                estimates[key.provider_id] = estimate
+            amounts = {"requests": 1.0, "tokens": tokens}
+            if estimate.usd is not None:
+                amounts["spend"] = estimate.usd
+            key_budgets = budgets[key.id] = self._budgets(run, key)
+            shared = client_counters
+            if key_budgets:
+                shared += ctx.cost.shared_counters(key_budgets, estimate.usd or 0.0, now)
+            request = ReservationRequest(key.id, ctx.quota.effective_windows(key), amounts, shared)
+            if candidate.circuit is CircuitState.HALF_OPEN:
+                # A half-open key gets exactly one probe, and it goes first: otherwise a key
+                # ranked below healthy ones would never be tested and never recover.
+                if await ctx.store.try_acquire_probe(key.id, now):
+                    probes.add(key.id)
+                    requests.insert(len(probes) - 1, request)
+                continue
+            requests.append(request)
+        reserved = await ctx.store.reserve(requests, now) if requests else ReservationRefusal(None)
+        if isinstance(reserved, ReservationRefusal):
+            return await self._refused(run, decision, found, reserved, requests, budgets, now)
+        key = ctx.keys.get(reserved.key_id)
+        ctx.quota.charged(key, reserved.amounts, now)
+        decision.chosen_key_id = key.id
+        decision.provider_id = key.provider_id
+        decision.explanation = explain(decision)
+        if run.attempts:
+            decision.explanation += "; failed over from " + ", ".join(
+                f"{a.key_id} ({a.outcome})" for a in run.attempts
+            )
+        if run.step.reason != "requested":
+            decision.explanation += f"; serving {run.step} as {run.step.reason}"
+        ctx.stats.setdefault(key.id, KeyStats()).in_flight += 1
+        return Lease(
+            key=key,
+            adapter=ctx.adapters[key.provider_id],
+            reservation=reserved,
+            decision=decision,
+            started=time.monotonic(),
+            estimated_prompt_tokens=prompt_tokens,
+            cost_estimate=estimates[key.provider_id],
+            budgets=budgets[key.id],
+            probe=key.id in probes,
+        )
+
+    async def _refused(
+        self,
+        run: RequestRun,
+        decision: RoutingDecision,
+        found: CandidateSet,
+        refusal: ReservationRefusal,
+        requests: list[ReservationRequest],
+        budgets: dict[str, tuple[Budget, ...]],
+        now: float,
+    ) -> ApiKeyRouterError:
+        """Say *why* nothing could be reserved: a budget, the client's limit, or the keys."""
+        ctx = self._ctx
+        shared = {c.counter_id: c for r in requests for c in r.shared}
+        if shared:
+            spent: dict[str, float] = {}
+            for counter in shared.values():
+                usage = await ctx.store.window_usage(counter.counter_id, [counter.limit], now)
+                spent[counter.counter_id] = usage[0].used if usage else 0.0
+            hard = {b.id: b for bs in budgets.values() for b in bs if b.enforcement == "hard"}
+            if hard:
+                by_budget = {
+                    b.id: spent.get(ctx.cost.counter_id(b, now), 0.0) for b in hard.values()
+                }
+                amount = max((r.amounts.get("spend", 0.0) for r in requests), default=0.0)
+                error = ctx.cost.blocking_budget_error(hard.values(), by_budget, amount, now)
+                if error is not None:
+                    return error
+            for counter in shared.values():
+                if counter.counter_id.startswith("client:") and (
+                    spent[counter.counter_id] + counter.amount > counter.limit.limit
+                ):
+                    return ClientRateLimitedError(
+                        f"client {run.intent.client_id!r} is over its limit of "
+                        f"{counter.limit.limit:g} {counter.limit.metric} per minute",
+                        retry_after=refusal.retry_at - now if refusal.retry_at else None,
+                    )
+        decision.excluded = {**found.excluded, "no_quota_room": len(requests)}
+        ready = found.earliest_ready_at
+        if refusal.retry_at is not None:
+            ready = refusal.retry_at if ready is None else min(ready, refusal.retry_at)
+        return self.no_key_error(run, decision, ready, now)
+
+    # --- errors -----------------------------------------------------------------------------
+    def no_key_error(
+        self, run: RequestRun, decision: RoutingDecision, ready_at: float | None, now: float
+    ) -> ApiKeyRouterError:
+        decision.explanation = explain(decision)
+        retry_after = max(0.0, ready_at - now) if ready_at is not None else None
+        failures = run.step_failures
+        kinds = {f.kind for f in failures}
+        model = run.step_intent.model
+        if decision.considered == 0 and not failures:
+            return ModelNotFoundError(
+                f"no registered provider serves model {model!r} "
+                f"for {run.step_intent.endpoint.value}"
+                + (" with the required capabilities" if decision.excluded else ""),
+                param="model",
+            )
+        if failures and kinds <= {FailureKind.MODEL_NOT_ALLOWED}:
+            return ModelNotFoundError(
+                f"model {model!r} is not available to any key: {failures[-1].message}",
+                param="model",
+            )
+        error_cls = (
+            ProvidersUnavailableError
+            if failures and kinds <= PROVIDER_FAILURES
+            else NoKeyAvailableError
+        )
+        detail = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""
+        return error_cls(
+            f"{decision.explanation}{detail}",
+            retry_after=retry_after,
+            reasons=decision.excluded,
+            attempts=len(run.attempts),
+        )
+
+    def exhausted_error(self, run: RequestRun) -> ApiKeyRouterError:
+        ctx = self._ctx
+        decision = RoutingDecision(
+            request_id=run.intent.request_id,
+            objective=run.objective or ctx.engine.default_objective,
+            model=run.step_intent.model,
+            considered=len(run.tried),
+            excluded=run.last_excluded,
+            attempt=len(run.attempts),
+        )
+        now = ctx.clock()
+        ready = [
+            key.cooldown_until
+            for key in (ctx.keys.find(key_id) for key_id in run.tried)
+            if key is not None and key.cooldown_until is not None and key.cooldown_until > now
+        ]
+        error = self.no_key_error(run, decision, min(ready) if ready else None, now)
+        error.message = f"retry budget of {run.max_attempts} attempt(s) used up; " + error.message
+        error.args = (error.message,)
+        return error
