@@ -1,8 +1,9 @@
 """Offline token estimate for a request, used to reserve quota before the call.
 
-A calibrated character-based estimate (about 4 characters per token for English text with
-BPE tokenizers, plus per-message framing). It errs high rather than low: a reservation that is
-too large only delays a request; one that is too small can overshoot a key's limit.
+A calibrated estimate from character classes (no tokenizer, no download: counting runs at C
+speed, ~7 us per KB), plus OpenAI's per-message framing. Measured against o200k_base it is
+within a few percent on prose, code, JSON and CJK text; the router reconciles every estimate
+with the provider's real count afterwards and keeps the error statistics.
 """
 
 from __future__ import annotations
@@ -11,15 +12,56 @@ from typing import Any
 
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent
 
-CHARS_PER_TOKEN = 4.0
-TOKENS_PER_MESSAGE = 4
+TOKENS_PER_MESSAGE = 3  # OpenAI's documented chat framing
 REPLY_PRIMING_TOKENS = 3
 DEFAULT_COMPLETION_TOKENS = 256
 IMAGE_TOKENS = 765  # a high-detail 512px tile set; images are rarely cheaper
 
+# Byte classes for counting at C speed (bytes.translate + count) instead of a Python loop:
+# a=letter, 0=digit, space=whitespace, .=punctuation/symbol, u=any byte of a non-ASCII char.
+_CLASSES = bytes(
+    ord("u")
+    if i >= 128
+    else ord("a")
+    if chr(i).isalpha()
+    else ord("0")
+    if chr(i).isdigit()
+    else ord(" ")
+    if chr(i).isspace()
+    else ord(".")
+    for i in range(256)
+)
+# Weights fitted against OpenAI's o200k_base on English, German, Chinese, Japanese, code, JSON
+# and numbers (packages/core/tests/benchmarks/bench_token_estimate.py): a word is about one
+# token, long words split every ~6 letters past 7, digits group by three, most punctuation is
+# its own token, and a CJK character (3 UTF-8 bytes) is about 0.8 token.
+_PER_DIGIT = 0.45
+_PER_PUNCT = 0.85
+_PER_LONG_LETTER = 0.16
+_PER_NON_ASCII_BYTE = 0.26
+_PER_SPACE_PAIR = 0.25  # runs of whitespace (indentation, blank lines) are tokens too
+
 
 def _text_tokens(text: str) -> int:
-    return int(len(text) / CHARS_PER_TOKEN) + 1
+    if not text:
+        return 0
+    classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
+    words = (
+        classes.count(b" a")
+        + classes.count(b".a")
+        + classes.count(b"0a")
+        + (1 if classes[:1] == b"a" else 0)
+    )
+    letters = classes.count(b"a")
+    estimate = (
+        words
+        + _PER_DIGIT * classes.count(b"0")
+        + _PER_PUNCT * classes.count(b".")
+        + _PER_LONG_LETTER * max(0, letters - 7 * words)
+        + _PER_NON_ASCII_BYTE * classes.count(b"u")
+        + _PER_SPACE_PAIR * classes.count(b"  ")
+    )
+    return int(estimate) + 1
 
 
 def _content_tokens(content: Any) -> int:
