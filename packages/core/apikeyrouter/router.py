@@ -9,8 +9,8 @@ record the outcome, and fail over within the retry budget and the deadline.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from apikeyrouter.domain.components.cost_controller import CostController
 from apikeyrouter.domain.components.failure_handler import FailureHandler, RetryPolicy
@@ -48,6 +48,7 @@ from apikeyrouter.utils.validation import intent_from_openai
 
 _LIMIT_FIELDS = frozenset(KeyLimits.model_fields)
 _KEY_FIELDS = frozenset({"weight", "tags", "models", "key_id", "limits"})
+_Result = TypeVar("_Result", RouterResponse, RoutedStream)
 #: Errors after which the next step of the plan (group member, fallback) is tried.
 _NEXT_STEP_ERRORS = (NoKeyAvailableError, ModelNotFoundError)
 
@@ -264,11 +265,21 @@ class ApiKeyRouter:
         if request.stream:
             raise InvalidRequestError("use stream() for streaming requests", param="stream")
         run, steps = self._start_run(request, objective)
+        return await self._follow_plan(run, steps, self._route_step)
+
+    async def _follow_plan(
+        self,
+        run: RequestRun,
+        steps: list[Step],
+        attempt_step: Callable[[RequestRun], Awaitable[_Result]],
+    ) -> _Result:
+        """Try each step of the plan (the model, its group members, fallbacks) in turn: the
+        next one is tried when no key of the current one can serve."""
         last_error: ApiKeyRouterError | None = None
         for index, step in enumerate(steps):
             run.enter(step)
             try:
-                return await self._route_step(run)
+                return await attempt_step(run)
             except _NEXT_STEP_ERRORS as exc:
                 last_error = exc
             except ApiKeyRouterError as exc:
@@ -323,19 +334,7 @@ class ApiKeyRouter:
         if not request.stream:
             request = request.model_copy(update={"stream": True})
         run, steps = self._start_run(request, objective)
-        last_error: ApiKeyRouterError | None = None
-        for index, step in enumerate(steps):
-            run.enter(step)
-            try:
-                return await self._open_step(run)
-            except _NEXT_STEP_ERRORS as exc:
-                last_error = exc
-            except ApiKeyRouterError as exc:
-                if not _may_fall_back(exc, run) or index == len(steps) - 1:
-                    raise
-                last_error = exc
-        assert last_error is not None
-        raise last_error
+        return await self._follow_plan(run, steps, self._open_step)
 
     async def _open_step(self, run: RequestRun) -> RoutedStream:
         recorder = self.recorder
