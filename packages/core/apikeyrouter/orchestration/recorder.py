@@ -158,6 +158,12 @@ class OutcomeRecorder:
             # may have been charged upstream, so those keep theirs.)
             await self.release(lease)
         await ctx.quota.observe(key, failure.rate_limit, now)
+        if not action.count_for_circuit and key.id in ctx.circuits:
+            # Any 4xx answer shows the provider is reachable: that is all the circuit tracks
+            # (a half-open probe gets its verdict here too). The key's own state handles the
+            # 429 or the bad key.
+            await ctx.store.record_success(key.id, now)
+            ctx.circuits.pop(key.id, None)
         if not action.retry_elsewhere:
             return False
         stats.record_result(False)
@@ -216,9 +222,15 @@ class OutcomeRecorder:
         self._ctx.quota.charged(lease.key, given_back, reservation.at)
 
     async def abandon(self, lease: Lease) -> None:
-        """The caller went away mid-call (cancellation): free what the attempt held."""
-        self._ctx.stats[lease.key.id].in_flight -= 1
+        """The caller went away mid-call (cancellation): free what the attempt held. An
+        abandoned probe counts as failed, so the circuit reopens instead of staying claimed."""
+        ctx = self._ctx
+        ctx.stats[lease.key.id].in_flight -= 1
         await asyncio.shield(self.release(lease))
+        if lease.probe:
+            ctx.circuits[lease.key.id] = await asyncio.shield(
+                ctx.store.record_failure(lease.key.id, ctx.clock(), ctx.failures.circuit)
+            )
 
     async def finish(self, run: RequestRun, lease: Lease) -> None:
         ctx = self._ctx

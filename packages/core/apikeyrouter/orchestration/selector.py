@@ -39,6 +39,8 @@ from apikeyrouter.utils.exceptions import (
 )
 
 _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
+#: Exclusion reasons meaning "the provider is down" rather than "the key is busy".
+_CIRCUIT_REASONS = frozenset({"circuit_open", "already_tried"})
 
 
 class ClientRateLimitedError(NoKeyAvailableError):
@@ -178,7 +180,7 @@ class KeySelector:
         estimates: dict[str, CostEstimate] = {}
         budgets: dict[str, tuple[Budget, ...]] = {}
         requests: list[ReservationRequest] = []
-        probes: set[str] = set()
+        half_open: set[str] = set()
         for candidate in ranking.ordered:
             key = candidate.key
             estimate = estimates.get(key.provider_id)
@@ -196,16 +198,26 @@ class KeySelector:
                 shared += ctx.cost.shared_counters(key_budgets, estimate.usd or 0.0, now)
             request = ReservationRequest(key.id, ctx.quota.effective_windows(key), amounts, shared)
             if candidate.circuit is CircuitState.HALF_OPEN:
-                # A half-open key gets exactly one probe, and it goes first: otherwise a key
-                # ranked below healthy ones would never be tested and never recover.
-                if await ctx.store.try_acquire_probe(key.id, now):
-                    probes.add(key.id)
-                    requests.insert(len(probes) - 1, request)
+                # A half-open key goes first: otherwise a key ranked below healthy ones would
+                # never be tested and never recover. Its single probe is claimed below, once
+                # the reservation has chosen it, so no probe is ever claimed and left unused.
+                requests.insert(len(half_open), request)
+                half_open.add(key.id)
                 continue
             requests.append(request)
-        reserved = await ctx.store.reserve(requests, now) if requests else ReservationRefusal(None)
-        if isinstance(reserved, ReservationRefusal):
-            return await self._refused(run, decision, found, reserved, requests, budgets, now)
+        while True:
+            reserved = (
+                await ctx.store.reserve(requests, now) if requests else ReservationRefusal(None)
+            )
+            if isinstance(reserved, ReservationRefusal):
+                return await self._refused(run, decision, found, reserved, requests, budgets, now)
+            if reserved.key_id not in half_open or await ctx.store.try_acquire_probe(
+                reserved.key_id, now
+            ):
+                break
+            # Another request is probing this key: give the reservation back, try the rest.
+            await ctx.store.release(reserved)
+            requests = [r for r in requests if r.key_id != reserved.key_id]
         key = ctx.keys.get(reserved.key_id)
         ctx.quota.charged(key, reserved.amounts, now)
         decision.chosen_key_id = key.id
@@ -227,7 +239,7 @@ class KeySelector:
             estimated_prompt_tokens=prompt_tokens,
             cost_estimate=estimates[key.provider_id],
             budgets=budgets[key.id],
-            probe=key.id in probes,
+            probe=key.id in half_open,
         )
 
     async def _refused(
@@ -293,9 +305,11 @@ class KeySelector:
                 f"model {model!r} is not available to any key: {failures[-1].message}",
                 param="model",
             )
+        excluded = {reason for reason, count in decision.excluded.items() if count}
+        circuits_only = "circuit_open" in excluded and excluded <= _CIRCUIT_REASONS
         error_cls = (
             ProvidersUnavailableError
-            if failures and kinds <= PROVIDER_FAILURES
+            if (failures and kinds <= PROVIDER_FAILURES) or (not failures and circuits_only)
             else NoKeyAvailableError
         )
         detail = f"; retry after {retry_after:.3g}s" if retry_after is not None else ""

@@ -170,7 +170,9 @@ async def main_async(seconds: float, warmup: float, levels: list[float]) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=30.0, help="measured time per run")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="measured time per run (a whole window)"
+    )
     parser.add_argument("--warmup", type=float, default=60.0, help="steady-state warm-up")
     parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.8, 0.9, 1.0, 1.5])
     args = parser.parse_args()
