@@ -34,6 +34,7 @@ from apikeyrouter.orchestration.planner import ModelGroup, RoutePlanner
 from apikeyrouter.orchestration.recorder import OutcomeRecorder
 from apikeyrouter.orchestration.run import RequestRun, Step
 from apikeyrouter.orchestration.selector import KeySelector
+from apikeyrouter.orchestration.sync import StoreEventSync
 from apikeyrouter.router_stream import RoutedStream
 from apikeyrouter.utils.encryption import KeyEncryptor
 from apikeyrouter.utils.exceptions import (
@@ -107,6 +108,17 @@ class ApiKeyRouter:
         self.planner = RoutePlanner()
         self._selector = KeySelector(self._ctx)
         self.recorder = OutcomeRecorder(self._ctx)
+        self.sync = StoreEventSync(self._ctx)
+
+    async def start(self, *, ready_timeout: float = 2.0) -> bool:
+        """Load keys other processes registered and follow their changes (shared stores).
+
+        True once subscribed and loaded; False for a store without change events (the keys
+        are still loaded once)."""
+        if not self.sync.enabled:
+            await self.keys.load()
+            return False
+        return await self.sync.start(ready_timeout=ready_timeout)
 
     def __repr__(self) -> str:
         return (
@@ -394,11 +406,13 @@ class ApiKeyRouter:
         self._ctx.budget_listeners.append(listener)
 
     async def close(self) -> None:
+        await self.sync.stop()
         for adapter in self._ctx.adapters.values():
             await adapter.close()
         await self.store.close()
 
     async def __aenter__(self) -> ApiKeyRouter:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

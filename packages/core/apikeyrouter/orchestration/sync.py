@@ -27,7 +27,6 @@ import contextlib
 import math
 from typing import Any, Final
 
-from apikeyrouter.domain.components.key_manager import KeyManager
 from apikeyrouter.domain.interfaces.state_store import StateStore
 from apikeyrouter.domain.models.api_key import APIKey, KeyState
 from apikeyrouter.infrastructure.observability.logger import get_logger
@@ -78,16 +77,6 @@ def _later(a: float | None, b: float | None) -> float | None:
     if b is None:
         return a
     return max(a, b)
-
-
-# KeyManager has no public method to add or drop an index entry without writing the store;
-# these two are the only places that reach into it (see ``KeyManager.apply_remote/forget``).
-def _index(keys: KeyManager, key: APIKey) -> None:
-    keys._index(key)
-
-
-def _unindex(keys: KeyManager, key_id: str) -> None:
-    keys._unindex(key_id)
 
 
 class StoreEventSync:
@@ -285,13 +274,13 @@ class StoreEventSync:
         keys = self._ctx.keys
         current = keys.find(fresh.id)
         if current is None:
-            _index(keys, fresh)
+            keys.index(fresh)
             return fresh
         if current is fresh:
             return current
         moved = current.provider_id != fresh.provider_id
         if moved:
-            _unindex(keys, current.id)
+            keys.forget(current.id)
         for name in _DOC_FIELDS:
             setattr(current, name, getattr(fresh, name))
         if fresh.state is current.state and fresh.state_changed_at == current.state_changed_at:
@@ -302,11 +291,11 @@ class StoreEventSync:
             for name in _STATE_FIELDS:
                 setattr(current, name, getattr(fresh, name))
         if moved:
-            _index(keys, current)
+            keys.index(current)
         return current
 
     def _forget(self, key_id: str) -> None:
-        _unindex(self._ctx.keys, key_id)
+        self._ctx.keys.forget(key_id)
         self._ctx.circuits.pop(key_id, None)
 
     async def reload(self) -> int:

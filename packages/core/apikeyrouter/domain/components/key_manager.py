@@ -84,6 +84,16 @@ class KeyManager:
         if key is not None:
             self._by_provider.get(key.provider_id, {}).pop(key_id, None)
 
+    def index(self, key: APIKey) -> None:
+        """Track a key another process stored (no store write: it is already there)."""
+        self._index(key)
+
+    def forget(self, key_id: str) -> bool:
+        """Stop tracking a key another process deleted (no store write)."""
+        known = key_id in self._keys
+        self._unindex(key_id)
+        return known
+
     async def load(self) -> int:
         """Fill the local index from the store (keys registered by another process)."""
         keys = await self._store.list_keys()

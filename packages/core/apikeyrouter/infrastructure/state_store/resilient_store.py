@@ -452,7 +452,10 @@ class ResilientStateStore(StateStore):
         """Put this process's keys back if the primary holds none at all while the local copy
         does (a Redis restarted without persistence). Returns how many keys were restored.
 
-        Does nothing when ``restore_lost_keys`` is off or the primary has any key."""
+        Does nothing when ``restore_lost_keys`` is off, the primary has any key, or an outage
+        is in progress (recovery restores on its own before switching back)."""
+        if self._degraded:
+            return 0
         try:
             return await self._restore_if_wiped()
         except Exception as exc:
@@ -509,6 +512,17 @@ class ResilientStateStore(StateStore):
                     raise
                 continue
             pushed["deleted"] += 1
+        # The audit trail first, so the original transitions precede their resync records.
+        while self._audit:
+            transition = self._audit.popleft()
+            try:
+                await self._bounded(primary.append_audit(transition))
+            except BaseException as exc:
+                if self._requeue(exc, "audit"):
+                    self._audit.appendleft(transition)
+                    raise
+                continue
+            pushed["audit"] += 1
         for key_id in list(self._dirty_docs | self._dirty_states):
             if await self._push_key(key_id):
                 pushed["keys"] += 1
@@ -534,16 +548,6 @@ class ResilientStateStore(StateStore):
                     raise
                 continue
             pushed["usage"] += 1
-        while self._audit:
-            transition = self._audit.popleft()
-            try:
-                await self._bounded(primary.append_audit(transition))
-            except BaseException as exc:
-                if self._requeue(exc, "audit"):
-                    self._audit.appendleft(transition)
-                    raise
-                continue
-            pushed["audit"] += 1
         if any(pushed.values()):
             _log.info("state_store_resynced", **pushed)
         return not self._pending_count()
