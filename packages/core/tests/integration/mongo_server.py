@@ -78,7 +78,7 @@ class NxServer:
         port = _free_port()
         log = (root / "server.log").open("ab")
         try:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 (a fixed command, no user input)
                 [
                     *_command(),
                     "--data-dir",

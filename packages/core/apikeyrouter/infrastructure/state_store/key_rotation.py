@@ -88,9 +88,7 @@ async def rotate_master_key(
             report.failed.append(key.id)
             continue
         del secret
-        if dry_run:
-            report.rotated += 1
-        elif await _write(store, key, sealed):
+        if dry_run or await _write(store, key, sealed):
             report.rotated += 1
         else:
             report.conflicts.append(key.id)

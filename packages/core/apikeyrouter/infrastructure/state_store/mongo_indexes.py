@@ -79,13 +79,14 @@ async def _v1_collections_and_indexes(db: Database) -> None:
 
 async def _v2_decisions_expire(db: Database) -> None:
     """Routing decisions are history, not records: give each an ``expire_at`` (backfilled from
-    its own time for decisions stored before) and let a TTL index drop them."""
+    its own time for decisions stored before) and let a TTL index drop them. The backfill
+    replaces whole documents because nx-27017 stores a date given to ``$set`` as text."""
     decisions = db[DECISIONS]
-    async for raw in decisions.find({"expire_at": {"$exists": False}}, {"at": 1}):
+    async for raw in decisions.find({"expire_at": {"$exists": False}}):
         at = float(raw.get("at") or time.time())
         expire_at = utc(at) + timedelta(seconds=LEGACY_DECISION_TTL_SECONDS)
-        await decisions.update_one(
-            {"_id": raw["_id"], "expire_at": {"$exists": False}}, {"$set": {"expire_at": expire_at}}
+        await decisions.replace_one(
+            {"_id": raw["_id"], "expire_at": {"$exists": False}}, {**raw, "expire_at": expire_at}
         )
     await decisions.create_indexes(
         [IndexModel([("expire_at", ASCENDING)], name="expire_at_ttl", expireAfterSeconds=0)]

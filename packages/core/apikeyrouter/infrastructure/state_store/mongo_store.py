@@ -5,9 +5,9 @@ the records that must survive: keys, policies, budgets, audit trail, usage ledge
 
 Design
 ------
-No multi-document transactions: they need a replica set, and nx-27017 (the wire-compatible test
-server) only offers them per connection-shared SQLite handle. Every change is instead one atomic
-single-document write, guarded where it depends on what was read:
+No multi-document transactions: MongoDB only has them on a replica set or sharded cluster, and a
+standalone server must work too. Every change is one atomic single-document write instead,
+guarded where it depends on what was read:
 
 * **Counters.** One document per counter owner (a key, or a shared counter such as a budget or a
   client limit) holds all of its windows as the same bucket ring the memory store keeps, plus a
@@ -28,10 +28,16 @@ single-document write, guarded where it depends on what was read:
   outbox; the record is then inserted into ``audit`` under its own id (idempotent) and removed
   from the outbox. ``initialize`` delivers whatever a crash left in an outbox.
 * **Circuits** use the same revision swap; cooldowns are max-wins swaps.
+* **Inside one process** writers of the same counter documents queue on local locks (taken in
+  id order) rather than race each other's swaps, so swap conflicts only arise between
+  processes and a hot document (a budget that every request charges) does not turn into a
+  storm of retries. Losers of a cross-process swap back off with jitter; after
+  ``contention_timeout_seconds`` they raise :class:`StoreContentionError` with nothing charged.
 
-Round trips (uncontended): reserve on one owner 2 (read all candidates' counters, one swap); on a
-key plus n shared counters 2(n+1) (one read, n+1 swaps, n marker clears in parallel); a refusal 1.
-Commit, release and charge: a read and a swap per owner, owners in parallel.
+Round trips (uncontended): a reservation on a key alone costs 2 (one read of every candidate's
+counters, one swap); on a key plus n shared counters, 1 read + n+1 swaps + n marker clears sent
+in parallel (2n+2 operations, n+3 sequential round trips); a refusal 1. Commit, release and
+charge: a read and a swap per owner, owners in parallel (2 sequential round trips).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from typing import Any, TypeVar
@@ -136,6 +142,44 @@ class _Backoff:
         await asyncio.sleep(random.uniform(0, ceiling))
 
 
+class _LocalLocks:
+    """Per-document locks inside one store instance.
+
+    Writers of one process that target the same counter queue here instead of racing each
+    other's swaps in the database: a swap conflict then only happens between processes, and a
+    hot document (a budget every request charges) costs a queue, not a storm of retries. Locks
+    are taken in id order, so two callers never wait on each other in a cycle, and are dropped
+    once nobody holds or waits for them.
+    """
+
+    __slots__ = ("_locks", "_users")
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, ids: Iterable[str]) -> AsyncIterator[None]:
+        ordered = sorted(set(ids))
+        for name in ordered:
+            self._users[name] = self._users.get(name, 0) + 1
+        acquired: list[asyncio.Lock] = []
+        try:
+            for name in ordered:
+                lock = self._locks.setdefault(name, asyncio.Lock())
+                await lock.acquire()
+                acquired.append(lock)
+            yield
+        finally:
+            for lock in acquired:
+                lock.release()
+            for name in ordered:
+                self._users[name] -= 1
+                if not self._users[name]:
+                    del self._users[name]
+                    self._locks.pop(name, None)
+
+
 async def _swap(collection: Collection, expected_rev: int | None, doc: RawDoc) -> bool:
     """Write ``doc`` if its document is still at ``expected_rev`` (None: does not exist yet)."""
     if expected_rev is None:
@@ -202,6 +246,7 @@ class MongoStateStore(StateStore):
         self._contention_timeout = contention_timeout_seconds
         self._wall = wall_clock
         self._seq = Sequence64()
+        self._local = _LocalLocks()
 
     def _stamp(self) -> int:
         return self._seq.next(time.time_ns())
@@ -325,6 +370,12 @@ class MongoStateStore(StateStore):
         owners = list(
             dict.fromkeys(owner for c in candidates for owner, _, _ in reservation_checks(c))
         )
+        async with self._local.hold(owners):
+            return await self._reserve(candidates, owners, now)
+
+    async def _reserve(
+        self, candidates: Sequence[ReservationRequest], owners: Sequence[str], now: float
+    ) -> Reservation | ReservationRefusal:
         backoff = self._backoff()
         while True:
             raws = await self._load_counters(owners)
@@ -397,7 +448,8 @@ class MongoStateStore(StateStore):
         deltas: Sequence[tuple[WindowLimit, float]],
         drop_marker: str | None = None,
     ) -> None:
-        """Add each delta to the bucket of ``at`` (as ``WindowCounter.add`` does), by swap."""
+        """Add each delta to the bucket of ``at`` (as ``WindowCounter.add`` does), by swap.
+        The caller holds the owner's local lock."""
         backoff = self._backoff()
         while True:
             raw = await self._windows.find_one({"_id": owner})
@@ -414,7 +466,13 @@ class MongoStateStore(StateStore):
         by_owner: dict[str, list[tuple[WindowLimit, float]]] = {}
         for owner, limit, delta in deltas:
             by_owner.setdefault(owner, []).append((limit, delta))
-        await asyncio.gather(*(self._adjust_owner(o, at, d) for o, d in by_owner.items()))
+        await asyncio.gather(*(self._adjust_locked(o, at, d) for o, d in by_owner.items()))
+
+    async def _adjust_locked(
+        self, owner: str, at: float, deltas: Sequence[tuple[WindowLimit, float]]
+    ) -> None:
+        async with self._local.hold([owner]):
+            await self._adjust_owner(owner, at, deltas)
 
     async def commit(self, reservation: Reservation, actual: dict[str, float]) -> None:
         deltas: list[tuple[str, WindowLimit, float]] = []
@@ -622,7 +680,6 @@ class MongoStateStore(StateStore):
                     "client_id": client_id,
                     "day": day_text,
                 },
-                "$set": {"updated_at": utc(self._wall())},
             },
         )
 
