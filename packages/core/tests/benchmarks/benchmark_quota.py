@@ -8,7 +8,7 @@ the router received, client-visible failures (and whether each carried ``retry_a
 served / aggregate capacity.
 
 Run: ``uv run python packages/core/tests/benchmarks/benchmark_quota.py [--seconds 30]
-[--warmup 60]`` (about 15 minutes with the defaults).
+[--warmup 60]`` (about 20 minutes with the defaults).
 Bounded in time; all traffic on 127.0.0.1. Prints numbers, asserts nothing.
 """
 
