@@ -27,7 +27,7 @@ from apikeyrouter.domain.models.api_key import APIKey
 from apikeyrouter.domain.models.cost_model import Budget, CostEstimate
 from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.outcome import FailureKind
-from apikeyrouter.domain.models.request_context import RequestIntent
+from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent
 from apikeyrouter.domain.models.routing_decision import RoutingDecision
 from apikeyrouter.orchestration.context import RouterContext
 from apikeyrouter.orchestration.run import PROVIDER_FAILURES, Lease, RequestRun
@@ -75,7 +75,8 @@ class KeySelector:
         pinned = run.step.provider_id
         allows = None if run.policy.allows_everything else run.policy.allows
         merged = CandidateSet()
-        tools, vision = needs_tools(intent), needs_vision(intent)
+        chat = intent.endpoint is Endpoint.CHAT  # only chat bodies carry tools and images
+        tools, vision = chat and needs_tools(intent), chat and needs_vision(intent)
         for provider_id, provider in ctx.providers.items():
             if pinned is not None and provider_id != pinned:
                 continue

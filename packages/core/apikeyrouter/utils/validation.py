@@ -30,6 +30,43 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
+def _parse_objective(objective: RoutingObjective | str | None) -> RoutingObjective | None:
+    if objective is None:
+        return None
+    try:
+        return RoutingObjective(objective)
+    except ValueError as exc:
+        allowed = ", ".join(o.value for o in RoutingObjective)
+        raise InvalidRequestError(
+            f"unknown objective {objective!r}; expected one of {allowed}", param="objective"
+        ) from exc
+
+
+def _raw_intent(
+    body: dict[str, Any],
+    model: str,
+    client_id: str | None,
+    request_id: str | None,
+    objective: RoutingObjective | str | None,
+) -> RequestIntent:
+    """A non-LLM API call: the body goes through as is; only requests are metered."""
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequestError("'stream' must be a boolean", param="stream")
+    return RequestIntent.model_construct(
+        endpoint=Endpoint.RAW,
+        model=model,
+        body=body,
+        stream=stream,
+        max_tokens=None,
+        client_id=client_id,
+        request_id=request_id or new_request_id(),
+        objective=_parse_objective(objective),
+        timeout_seconds=None,
+        metadata={},
+    )
+
+
 def intent_from_openai(
     body: Any,
     endpoint: Endpoint = Endpoint.CHAT,
@@ -46,6 +83,8 @@ def intent_from_openai(
         raise InvalidRequestError(
             "'model' is required and must be a non-empty string", param="model"
         )
+    if endpoint is Endpoint.RAW:
+        return _raw_intent(body, model, client_id, request_id, objective)
     field = _REQUIRED_INPUT[endpoint]
     value = body.get(field)
     if endpoint is Endpoint.CHAT:
@@ -64,15 +103,7 @@ def intent_from_openai(
         raise InvalidRequestError("'stream' must be a boolean", param="stream")
     if stream and endpoint is Endpoint.EMBEDDINGS:
         raise InvalidRequestError("embeddings cannot be streamed", param="stream")
-    parsed_objective: RoutingObjective | None = None
-    if objective is not None:
-        try:
-            parsed_objective = RoutingObjective(objective)
-        except ValueError as exc:
-            allowed = ", ".join(o.value for o in RoutingObjective)
-            raise InvalidRequestError(
-                f"unknown objective {objective!r}; expected one of {allowed}", param="objective"
-            ) from exc
+    parsed_objective = _parse_objective(objective)
     # Fields are checked above; skip re-validating the (possibly large) body on the hot path.
     # Every field is given explicitly: model_construct is slow when it must run default
     # factories (pydantic inspects each factory's signature on every call).

@@ -84,6 +84,8 @@ def _content_tokens(content: Any) -> int:
 
 
 def estimate_prompt_tokens(intent: RequestIntent) -> int:
+    if intent.endpoint is Endpoint.RAW:
+        return 0  # not an LLM call: only requests are metered
     body = intent.body
     if intent.endpoint is Endpoint.CHAT:
         total = REPLY_PRIMING_TOKENS
@@ -103,7 +105,7 @@ def completion_allowance(
     intent: RequestIntent, default_completion: int = DEFAULT_COMPLETION_TOKENS
 ) -> int:
     """The most the completion may use: what providers charge a rate limit up front."""
-    if intent.endpoint is Endpoint.EMBEDDINGS:
+    if intent.endpoint is Endpoint.EMBEDDINGS or intent.endpoint is Endpoint.RAW:
         return 0
     return intent.max_tokens if intent.max_tokens is not None else default_completion
 

@@ -61,6 +61,8 @@ class ProviderAdapter(ABC):
             return caps.chat
         if endpoint is Endpoint.COMPLETIONS:
             return caps.completions
+        if endpoint is Endpoint.RAW:
+            return caps.raw
         return caps.embeddings
 
     @abstractmethod

@@ -15,6 +15,7 @@ class ProviderCapabilities(BaseModel):
     tools: bool = False
     vision: bool = False
     list_models: bool = True
+    raw: bool = False  # accepts arbitrary (non-LLM) requests: Endpoint.RAW
     context_window: int | None = None
 
 

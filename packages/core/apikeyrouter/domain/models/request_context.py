@@ -13,6 +13,7 @@ class Endpoint(StrEnum):
     CHAT = "chat"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RAW = "raw"  # any JSON API call (not an LLM): only the model/route name is interpreted
 
 
 class RoutingObjective(StrEnum):
