@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 
@@ -34,10 +33,15 @@ from apikeyrouter.infrastructure.adapters.anthropic_translation import (
 )
 from apikeyrouter.infrastructure.adapters.base import (
     HttpProviderAdapter,
+    UpstreamCall,
+    invalid_request_failure,
+    model_ids,
     parse_json_object,
     transport_failure,
+    unsupported_endpoint,
 )
 from apikeyrouter.infrastructure.adapters.ratelimit_headers import (
+    int_header,
     parse_retry_after,
     parse_rfc3339,
 )
@@ -46,7 +50,6 @@ from apikeyrouter.utils.exceptions import InvalidRequestError
 from apikeyrouter.utils.redaction import redact
 
 API_VERSION = "2023-06-01"
-_MAX_MODEL_PAGES = 20
 
 _KIND_BY_TYPE = {
     "rate_limit_error": FailureKind.RATE_LIMITED,
@@ -134,20 +137,10 @@ def _kind(status: int | None, etype: str | None, text: str) -> FailureKind:
 def _window(headers: Mapping[str, str], name: str) -> tuple[int | None, int | None, float | None]:
     prefix = f"anthropic-ratelimit-{name}-"
     return (
-        _int_header(headers, prefix + "limit"),
-        _int_header(headers, prefix + "remaining"),
+        int_header(headers, prefix + "limit"),
+        int_header(headers, prefix + "remaining"),
         _time_header(headers, prefix + "reset"),
     )
-
-
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    try:
-        return int(float(value))
-    except (ValueError, OverflowError):  # OverflowError: "inf" is a float but no int
-        return None
 
 
 def _time_header(headers: Mapping[str, str], name: str) -> float | None:
@@ -232,68 +225,52 @@ class AnthropicAdapter(HttpProviderAdapter):
         headers.update(self._extra_headers)
         return headers
 
-    def _request(self, intent: RequestIntent, stream: bool) -> dict[str, Any] | ProviderFailure:
+    def _request(self, intent: RequestIntent, stream: bool) -> bytes | ProviderFailure:
+        """The encoded Messages request, or why the intent cannot be one (no key spent)."""
         if intent.endpoint is not Endpoint.CHAT:
-            return _unsupported(f"the Anthropic adapter does not serve {intent.endpoint.value}")
+            return unsupported_endpoint("Anthropic", intent.endpoint)
         try:
-            return to_anthropic_request(
+            request = to_anthropic_request(
                 intent.body,
                 self._model_map.get(intent.model, intent.model),
                 default_max_tokens=intent.max_tokens or self._default_max_tokens,
                 stream=stream,
             )
         except InvalidRequestError as exc:
-            return ProviderFailure(
-                FailureKind.BAD_REQUEST,
-                400,
-                exc.message,
-                code=exc.code,
-                param=exc.param,
-                error_type=exc.error_type,
-            )
+            return invalid_request_failure(exc)
+        return orjson.dumps(request)
+
+    def _failure(
+        self, status: int, payload: bytes, headers: Mapping[str, str], secret: str
+    ) -> ProviderFailure:
+        """Error replies carry quota headers too: a 429's reset time is what cools the key."""
+        rate_limit = parse_anthropic_headers(headers, self._clock())
+        return classify_anthropic_error(status, payload, rate_limit, secret)
+
+    def _call(self, secret: str, timeout: float) -> UpstreamCall:
+        return UpstreamCall(self._headers(secret), secret, timeout, self._failure)
 
     async def send(self, intent: RequestIntent, secret: str, timeout: float) -> AdapterResult:
         request = self._request(intent, stream=False)
         if isinstance(request, ProviderFailure):
             return request
-        try:
-            response = await self._transport.request(
-                "POST", self._messages_url, self._headers(secret), orjson.dumps(request), timeout
-            )
-        except TransportError as exc:
-            return transport_failure(exc)
+        reply = await self._post_json(self._messages_url, request, self._call(secret, timeout))
+        if isinstance(reply, ProviderFailure):
+            return reply
         now = self._clock()
-        rate_limit = parse_anthropic_headers(response.headers, now)
-        if response.status != 200:
-            return classify_anthropic_error(response.status, response.body, rate_limit, secret)
-        payload = parse_json_object(response.body)
-        if payload is None:
-            return ProviderFailure(
-                FailureKind.PROVIDER_ERROR, 200, "upstream returned a body that is not JSON"
-            )
-        body = from_anthropic_response(payload, intent.model, int(now))
-        return UpstreamSuccess(body, usage_from_anthropic(payload.get("usage")), rate_limit)
+        rate_limit = parse_anthropic_headers(reply.headers, now)
+        body = from_anthropic_response(reply.payload, intent.model, int(now))
+        return UpstreamSuccess(body, usage_from_anthropic(reply.payload.get("usage")), rate_limit)
 
     async def open_stream(self, intent: RequestIntent, secret: str, timeout: float) -> StreamResult:
         request = self._request(intent, stream=True)
         if isinstance(request, ProviderFailure):
             return request
-        try:
-            response = await self._transport.open_stream(
-                "POST", self._messages_url, self._headers(secret), orjson.dumps(request), timeout
-            )
-        except TransportError as exc:
-            return transport_failure(exc)
+        response = await self._open_stream(self._messages_url, request, self._call(secret, timeout))
+        if isinstance(response, ProviderFailure):
+            return response
         now = self._clock()
         rate_limit = parse_anthropic_headers(response.headers, now)
-        if response.status != 200:
-            try:
-                payload = await response.read()
-            except TransportError:
-                payload = b""
-            finally:
-                await response.aclose()
-            return classify_anthropic_error(response.status, payload, rate_limit, secret)
         translator = AnthropicChunkTranslator(intent.model, int(now))
         stream = AnthropicStream(response, rate_limit, translator, secret)
         try:
@@ -315,36 +292,18 @@ class AnthropicAdapter(HttpProviderAdapter):
 
     async def list_models(self, secret: str, timeout: float) -> list[str] | ProviderFailure:
         """All model ids, following ``has_more``/``last_id`` pagination."""
-        models: list[str] = []
-        query: dict[str, str] = {"limit": "1000"}
-        for _ in range(_MAX_MODEL_PAGES):
-            url = f"{self.base_url}/v1/models?{urlencode(query)}"
-            try:
-                response = await self._transport.request(
-                    "GET", url, self._headers(secret), None, timeout
-                )
-            except TransportError as exc:
-                return transport_failure(exc)
-            if response.status != 200:
-                rate_limit = parse_anthropic_headers(response.headers, self._clock())
-                return classify_anthropic_error(response.status, response.body, rate_limit, secret)
-            body = parse_json_object(response.body) or {}
-            data = body.get("data")
-            if not isinstance(data, list):
-                break
-            models.extend(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m)
-            last_id = body.get("last_id")
-            if body.get("has_more") is not True or not isinstance(last_id, str):
-                break
-            query["after_id"] = last_id
-        return models
+        url, first_page = f"{self.base_url}/v1/models", {"limit": "1000"}
+        return await self._list_model_pages(
+            url, first_page, _model_page, self._call(secret, timeout)
+        )
 
 
-def _unsupported(message: str) -> ProviderFailure:
-    return ProviderFailure(
-        FailureKind.BAD_REQUEST,
-        400,
-        message,
-        code="unsupported_endpoint",
-        error_type="invalid_request_error",
-    )
+def _model_page(body: dict[str, Any]) -> tuple[list[str], dict[str, str] | None]:
+    """One ``/v1/models`` page: its ids, and the ``after_id`` cursor while ``has_more``."""
+    data = body.get("data")
+    if not isinstance(data, list):
+        return [], None
+    last_id = body.get("last_id")
+    if body.get("has_more") is not True or not isinstance(last_id, str):
+        return model_ids(data, "id"), None
+    return model_ids(data, "id"), {"after_id": last_id}

@@ -12,14 +12,14 @@ from typing import Any
 
 import orjson
 
-from apikeyrouter.domain.interfaces.provider_adapter import UpstreamStream
 from apikeyrouter.domain.models.outcome import RateLimitInfo
 from apikeyrouter.domain.models.response import Usage
 from apikeyrouter.infrastructure.adapters.anthropic_translation import (
     map_stop_reason,
-    openai_usage_dict,
     usage_from_anthropic,
 )
+from apikeyrouter.infrastructure.adapters.openai_replies import chunk, usage_chunk
+from apikeyrouter.infrastructure.adapters.sse import SseUpstreamStream, sse_json, stream_broke_off
 from apikeyrouter.infrastructure.transport.base import HttpStreamResponse, TransportError
 from apikeyrouter.utils.exceptions import StreamInterruptedError
 from apikeyrouter.utils.redaction import redact
@@ -68,13 +68,8 @@ class AnthropicChunkTranslator:
         return []  # ping, content_block_stop and future event types carry nothing for OpenAI
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
+        """Anthropic has no ``n``: every chunk belongs to choice 0."""
+        return chunk(self._id, self._created, self._model, 0, delta, finish_reason)
 
     def _message_start(self, message: Any) -> list[dict[str, Any]]:
         if isinstance(message, dict):
@@ -133,16 +128,7 @@ class AnthropicChunkTranslator:
     def _message_stop(self) -> list[dict[str, Any]]:
         self.finished = True
         self.usage = usage_from_anthropic(self._raw_usage)
-        return [
-            {
-                "id": self._id,
-                "object": "chat.completion.chunk",
-                "created": self._created,
-                "model": self._model,
-                "choices": [],
-                "usage": openai_usage_dict(self.usage),
-            }
-        ]
+        return [usage_chunk(self._id, self._created, self._model, self.usage)]
 
 
 def _index(event: dict[str, Any]) -> int:
@@ -152,16 +138,11 @@ def _index(event: dict[str, Any]) -> int:
 
 def parse_sse_data(line: bytes) -> dict[str, Any] | None:
     """The JSON object of a ``data:`` line; ``event:`` lines are redundant with its ``type``."""
-    if not line.startswith(b"data:"):
-        return None
-    try:
-        value = orjson.loads(line[5:].strip())
-    except orjson.JSONDecodeError:
-        return None
+    value = sse_json(line)
     return value if isinstance(value, dict) else None
 
 
-class AnthropicStream(UpstreamStream):
+class AnthropicStream(SseUpstreamStream):
     """An open Messages stream, yielding OpenAI chunk payloads as JSON bytes.
 
     :meth:`first_event` lets the adapter read up to the first event before handing the stream
@@ -175,13 +156,11 @@ class AnthropicStream(UpstreamStream):
         translator: AnthropicChunkTranslator,
         secret: str,
     ) -> None:
-        self._response = response
+        super().__init__(response, rate_limit)
         self._lines = response.iter_lines()
         self._translator = translator
         self._secret = secret
         self._pending: list[dict[str, Any]] = []
-        self.rate_limit = rate_limit
-        self.usage: Usage | None = None
 
     async def _next_event(self) -> dict[str, Any] | None:
         async for line in self._lines:
@@ -222,16 +201,8 @@ class AnthropicStream(UpstreamStream):
                 f"upstream stream error ({exc.error_type}): {detail}"
             ) from None
         except TransportError as exc:
-            raise StreamInterruptedError(
-                f"upstream stream broke off: {redact(str(exc), self._secret)}"
-            ) from exc
+            raise stream_broke_off(exc, self._secret) from exc
         finally:
             await self._response.aclose()
         if not self._translator.finished:
             raise StreamInterruptedError("upstream stream ended without message_stop")
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def aclose(self) -> None:
-        await self._response.aclose()

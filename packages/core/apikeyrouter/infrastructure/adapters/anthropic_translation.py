@@ -7,12 +7,27 @@ caller fault instead of spending a key on a call that is bound to fail.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import orjson
-
 from apikeyrouter.domain.models.response import Usage
+from apikeyrouter.infrastructure.adapters.openai_content import (
+    forced_function_name,
+    image_source_url,
+    parse_base64_data_url,
+    plain_text,
+    split_conversation,
+    stop_sequences,
+    tool_call_arguments,
+    tool_function,
+    unsupported_role,
+    user_content,
+)
+from apikeyrouter.infrastructure.adapters.openai_replies import (
+    assistant_message,
+    chat_completion,
+    completion_choice,
+    tool_call,
+)
 from apikeyrouter.utils.exceptions import InvalidRequestError
 
 DEFAULT_MAX_TOKENS = 4096
@@ -31,9 +46,6 @@ _STOP_REASONS = {
     "refusal": "content_filter",
 }
 
-_DATA_URL = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*),(?P<data>.*)$", re.S
-)
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 Block = dict[str, Any]
@@ -103,11 +115,9 @@ def to_anthropic_request(
     if system:
         request["system"] = system
     _copy_sampling(body, request)
-    stop = body.get("stop")
-    if isinstance(stop, str) and stop:
-        request["stop_sequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        request["stop_sequences"] = [str(s) for s in stop if s]
+    stop = stop_sequences(body)
+    if stop is not None:
+        request["stop_sequences"] = stop
     _copy_tools(body, request)
     user = body.get("user")
     if isinstance(user, str) and user:
@@ -139,98 +149,46 @@ def _copy_sampling(body: dict[str, Any], request: dict[str, Any]) -> None:
 
 def _translate_messages(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
     """Lift system prompts out and merge consecutive turns, which the API requires to alternate."""
-    system_parts: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for position, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequestError("a message must be an object", param=f"messages.{position}")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = _plain_text(message.get("content"), position)
-            if text:
-                system_parts.append(text)
-            continue
-        if role == "user":
-            anthropic_role, blocks = "user", _user_blocks(message.get("content"), position)
-        elif role == "assistant":
-            anthropic_role, blocks = "assistant", _assistant_blocks(message, position)
-        elif role == "tool":
-            anthropic_role, blocks = "user", [_tool_result_block(message, position)]
-        else:
-            raise InvalidRequestError(
-                f"unsupported message role {role!r}", param=f"messages.{position}.role"
-            )
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == anthropic_role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": anthropic_role, "content": blocks})
-    return "\n\n".join(system_parts), turns
+    return split_conversation(
+        messages, system_text=plain_text, build_turn=_turn, items_key="content"
+    )
 
 
-def _plain_text(content: Any, position: int) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts: list[str] = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text":
-                texts.append(str(part.get("text") or ""))
-            else:
-                raise InvalidRequestError(
-                    "only text parts are allowed here", param=f"messages.{position}.content"
-                )
-        return "\n".join(t for t in texts if t)
-    raise InvalidRequestError("content must be a string or a list", param=f"messages.{position}")
+def _turn(role: Any, message: dict[str, Any], position: int) -> tuple[str, list[Block]]:
+    """Tool results go back as user turns: the Messages API has no tool role."""
+    if role == "user":
+        return "user", _user_blocks(message.get("content"), position)
+    if role == "assistant":
+        return "assistant", _assistant_blocks(message, position)
+    if role == "tool":
+        return "user", [_tool_result_block(message, position)]
+    raise unsupported_role(role, position)
+
+
+def _text_block(text: str) -> Block:
+    return {"type": "text", "text": text}
 
 
 def _user_blocks(content: Any, position: int) -> list[Block]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise InvalidRequestError(
-            "content must be a string or a list", param=f"messages.{position}.content"
-        )
-    blocks: list[Block] = []
-    for index, part in enumerate(content):
-        param = f"messages.{position}.content.{index}"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            assert isinstance(part, dict)
-            text = str(part.get("text") or "")
-            if text:
-                blocks.append({"type": "text", "text": text})
-        elif kind == "image_url":
-            assert isinstance(part, dict)
-            blocks.append(image_block(part.get("image_url"), param))
-        else:
-            raise InvalidRequestError(
-                f"content part type {kind!r} is not supported by the Anthropic API", param=param
-            )
-    return blocks
+    return user_content(
+        content, position, text=_text_block, image=image_block, provider="Anthropic"
+    )
 
 
 def image_block(image_url: Any, param: str) -> Block:
     """An OpenAI ``image_url`` part as an Anthropic image block (inline base64 or URL source)."""
-    url = image_url.get("url") if isinstance(image_url, dict) else image_url
-    if not isinstance(url, str) or not url:
-        raise InvalidRequestError("image_url.url is required", param=param)
+    url = image_source_url(image_url, param)
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    match = _DATA_URL.match(url)
-    if match is None or ";base64" not in match.group("params"):
+    data_url = parse_base64_data_url(url)
+    if data_url is None:
         raise InvalidRequestError("image must be an http(s) URL or a base64 data: URL", param=param)
-    media_type = (match.group("mime") or "").lower()
+    media_type = data_url.media_type or ""
     if media_type not in _IMAGE_TYPES:
         raise InvalidRequestError(f"image type {media_type!r} is not supported", param=param)
     return {
         "type": "image",
-        "source": {"type": "base64", "media_type": media_type, "data": match.group("data")},
+        "source": {"type": "base64", "media_type": media_type, "data": data_url.data},
     }
 
 
@@ -243,11 +201,11 @@ def _assistant_blocks(message: dict[str, Any], position: int) -> list[Block]:
             if isinstance(part, dict) and part.get("type") in ("text", "refusal"):
                 text = str(part.get("text") or part.get("refusal") or "")
                 if text:
-                    blocks.append({"type": "text", "text": text})
+                    blocks.append(_text_block(text))
     else:
-        text = _plain_text(content, position)
+        text = plain_text(content, position)
         if text:
-            blocks.append({"type": "text", "text": text})
+            blocks.append(_text_block(text))
     tool_calls = message.get("tool_calls")
     if isinstance(tool_calls, list):
         for index, call in enumerate(tool_calls):
@@ -262,26 +220,12 @@ def _tool_use_block(call: Any, param: str) -> Block:
     call_id, name = call.get("id"), function.get("name")
     if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name:
         raise InvalidRequestError("tool call needs an id and a function name", param=param)
-    return {"type": "tool_use", "id": call_id, "name": name, "input": _arguments(function, param)}
-
-
-def _arguments(function: dict[str, Any], param: str) -> dict[str, Any]:
-    raw = function.get("arguments")
-    if raw is None or raw == "":
-        return {}
-    if isinstance(raw, dict):
-        return raw
-    try:
-        parsed = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        raise InvalidRequestError(
-            "tool call arguments must be a JSON object", param=f"{param}.function.arguments"
-        ) from exc
-    if not isinstance(parsed, dict):
-        raise InvalidRequestError(
-            "tool call arguments must be a JSON object", param=f"{param}.function.arguments"
-        )
-    return parsed
+    return {
+        "type": "tool_use",
+        "id": call_id,
+        "name": name,
+        "input": tool_call_arguments(function, param),
+    }
 
 
 def _tool_result_block(message: dict[str, Any], position: int) -> Block:
@@ -291,7 +235,7 @@ def _tool_result_block(message: dict[str, Any], position: int) -> Block:
             "tool message needs tool_call_id", param=f"messages.{position}.tool_call_id"
         )
     block: Block = {"type": "tool_result", "tool_use_id": call_id}
-    text = _plain_text(message.get("content"), position)
+    text = plain_text(message.get("content"), position)
     if text:
         block["content"] = text
     return block
@@ -312,11 +256,7 @@ def _copy_tools(body: dict[str, Any], request: dict[str, Any]) -> None:
 
 
 def _tool(tool: Any, param: str) -> Block:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise InvalidRequestError("only function tools are supported", param=param)
-    function = tool.get("function")
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise InvalidRequestError("function tools need a name", param=f"{param}.function")
+    function = tool_function(tool, param)
     schema = function.get("parameters")
     result: Block = {
         "name": function["name"],
@@ -339,11 +279,7 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
         return {"type": "none"}
     if choice == "required":
         return {"type": "any"}
-    if isinstance(choice, dict):
-        function = choice.get("function")
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            return {"type": "tool", "name": function["name"]}
-    raise InvalidRequestError("unsupported tool_choice", param="tool_choice")
+    return {"type": "tool", "name": forced_function_name(choice)}
 
 
 # --------------------------------------------------------------------------- response
@@ -360,35 +296,15 @@ def from_anthropic_response(payload: dict[str, Any], model: str, created: int) -
         if block.get("type") == "text":
             texts.append(str(block.get("text") or ""))
         elif block.get("type") == "tool_use":
-            tool_calls.append(
-                {
-                    "id": str(block.get("id") or f"call_{len(tool_calls)}"),
-                    "type": "function",
-                    "function": {
-                        "name": str(block.get("name") or ""),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not tool_calls else None,
-    }
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    usage = usage_from_anthropic(payload.get("usage"))
-    return {
-        "id": str(payload.get("id") or "msg_unknown"),
-        "object": "chat.completion",
-        "created": created,
-        "model": str(payload.get("model") or model),
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": map_stop_reason(payload.get("stop_reason")) or "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": openai_usage_dict(usage),
-    }
+            call_id = str(block.get("id") or f"call_{len(tool_calls)}")
+            tool_calls.append(tool_call(call_id, block.get("name"), block.get("input")))
+    # Any text block, even an empty one, makes the content a string rather than null.
+    content = "".join(texts) if texts or not tool_calls else None
+    finish_reason = map_stop_reason(payload.get("stop_reason")) or "stop"
+    return chat_completion(
+        str(payload.get("id") or "msg_unknown"),
+        created,
+        str(payload.get("model") or model),
+        [completion_choice(0, assistant_message(content, tool_calls), finish_reason)],
+        usage_from_anthropic(payload.get("usage")),
+    )

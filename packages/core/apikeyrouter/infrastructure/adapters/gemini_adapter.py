@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -27,9 +27,16 @@ from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure, Rat
 from apikeyrouter.domain.models.provider import ProviderCapabilities
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent
 from apikeyrouter.domain.models.response import Usage
-from apikeyrouter.infrastructure.adapters.base import HttpProviderAdapter, transport_failure
+from apikeyrouter.infrastructure.adapters.base import (
+    HttpProviderAdapter,
+    UpstreamCall,
+    invalid_request_failure,
+    model_ids,
+    unsupported_endpoint,
+)
 from apikeyrouter.infrastructure.adapters.gemini_stream import GeminiChunkTranslator, GeminiStream
 from apikeyrouter.infrastructure.adapters.gemini_translation import (
+    first_object,
     from_gemini_embedding_response,
     from_gemini_response,
     strip_model_prefix,
@@ -38,11 +45,10 @@ from apikeyrouter.infrastructure.adapters.gemini_translation import (
     usage_from_gemini,
 )
 from apikeyrouter.infrastructure.adapters.ratelimit_headers import parse_duration, parse_retry_after
-from apikeyrouter.infrastructure.transport.base import HttpTransport, TransportError
+from apikeyrouter.infrastructure.transport.base import HttpTransport
 from apikeyrouter.utils.exceptions import InvalidRequestError
 from apikeyrouter.utils.redaction import redact
 
-_MAX_MODEL_PAGES = 20
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -87,12 +93,10 @@ def next_pacific_midnight(now: float) -> float:
 
 def _error_object(payload: bytes) -> dict[str, Any]:
     try:
-        parsed = orjson.loads(payload)
+        parsed = first_object(orjson.loads(payload))
     except orjson.JSONDecodeError:
         return {}
-    if isinstance(parsed, list) and parsed:
-        parsed = parsed[0]  # some endpoints wrap the error in a one-element array
-    error = parsed.get("error") if isinstance(parsed, dict) else None
+    error = parsed.get("error") if parsed is not None else None
     return error if isinstance(error, dict) else {}
 
 
@@ -212,26 +216,8 @@ class GeminiAdapter(HttpProviderAdapter):
     ) -> ProviderFailure:
         return classify_gemini_error(status, payload, headers, self._clock(), secret)
 
-    async def _post(
-        self, url: str, body: dict[str, Any], secret: str, timeout: float
-    ) -> dict[str, Any] | ProviderFailure:
-        try:
-            response = await self._transport.request(
-                "POST", url, self._headers(secret), orjson.dumps(body), timeout
-            )
-        except TransportError as exc:
-            return transport_failure(exc)
-        if response.status != 200:
-            return self._failure(response.status, response.body, response.headers, secret)
-        try:
-            payload = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            payload = None
-        if not isinstance(payload, dict):
-            return ProviderFailure(
-                FailureKind.PROVIDER_ERROR, 200, "upstream returned a body that is not JSON"
-            )
-        return payload
+    def _call(self, secret: str, timeout: float) -> UpstreamCall:
+        return UpstreamCall(self._headers(secret), secret, timeout, self._failure)
 
     async def send(self, intent: RequestIntent, secret: str, timeout: float) -> AdapterResult:
         model = self._model(intent)
@@ -241,100 +227,59 @@ class GeminiAdapter(HttpProviderAdapter):
             elif intent.endpoint is Endpoint.CHAT:
                 method, body = "generateContent", to_gemini_request(intent.body)
             else:
-                return _unsupported(intent.endpoint)
+                return unsupported_endpoint("Gemini", intent.endpoint)
         except InvalidRequestError as exc:
-            return _bad_request(exc)
-        payload = await self._post(self._url(model, method), body, secret, timeout)
-        if isinstance(payload, ProviderFailure):
-            return payload
+            return invalid_request_failure(exc)
+        url = self._url(model, method)
+        reply = await self._post_json(url, orjson.dumps(body), self._call(secret, timeout))
+        if isinstance(reply, ProviderFailure):
+            return reply
+        payload = reply.payload
         if intent.endpoint is Endpoint.EMBEDDINGS:
             encoding = intent.body.get("encoding_format")
             return UpstreamSuccess(
                 from_gemini_embedding_response(payload, model, encoding), Usage()
             )
         now = self._clock()
-        response_id = "chatcmpl-" + secrets.token_hex(12)
-        chat = from_gemini_response(payload, intent.model, int(now), response_id)
+        chat = from_gemini_response(payload, intent.model, int(now), _response_id())
         return UpstreamSuccess(chat, usage_from_gemini(payload.get("usageMetadata")))
 
     async def open_stream(self, intent: RequestIntent, secret: str, timeout: float) -> StreamResult:
         if intent.endpoint is not Endpoint.CHAT:
-            return _unsupported(intent.endpoint)
+            return unsupported_endpoint("Gemini", intent.endpoint)
         model = self._model(intent)
         try:
             body = to_gemini_request(intent.body)
         except InvalidRequestError as exc:
-            return _bad_request(exc)
+            return invalid_request_failure(exc)
         url = self._url(model, "streamGenerateContent") + "?alt=sse"
-        try:
-            response = await self._transport.open_stream(
-                "POST", url, self._headers(secret), orjson.dumps(body), timeout
-            )
-        except TransportError as exc:
-            return transport_failure(exc)
-        if response.status != 200:
-            try:
-                payload = await response.read()
-            except TransportError:
-                payload = b""
-            finally:
-                await response.aclose()
-            return self._failure(response.status, payload, response.headers, secret)
+        response = await self._open_stream(url, orjson.dumps(body), self._call(secret, timeout))
+        if isinstance(response, ProviderFailure):
+            return response
         now = self._clock()
-        translator = GeminiChunkTranslator(
-            intent.model, int(now), "chatcmpl-" + secrets.token_hex(12)
-        )
+        translator = GeminiChunkTranslator(intent.model, int(now), _response_id())
         return GeminiStream(response, RateLimitInfo(), translator, secret)
 
     async def list_models(self, secret: str, timeout: float) -> list[str] | ProviderFailure:
         """All model ids without the ``models/`` prefix, following ``nextPageToken``."""
-        models: list[str] = []
-        query: dict[str, str] = {"pageSize": "1000"}
-        for _ in range(_MAX_MODEL_PAGES):
-            url = f"{self.base_url}/models?{urlencode(query)}"
-            try:
-                response = await self._transport.request(
-                    "GET", url, self._headers(secret), None, timeout
-                )
-            except TransportError as exc:
-                return transport_failure(exc)
-            if response.status != 200:
-                return self._failure(response.status, response.body, response.headers, secret)
-            try:
-                body = orjson.loads(response.body)
-            except orjson.JSONDecodeError:
-                break
-            entries = body.get("models") if isinstance(body, dict) else None
-            if not isinstance(entries, list):
-                break
-            models.extend(
-                strip_model_prefix(str(m["name"]))
-                for m in entries
-                if isinstance(m, dict) and "name" in m
-            )
-            token = body.get("nextPageToken")
-            if not isinstance(token, str) or not token:
-                break
-            query["pageToken"] = token
-        return models
+        url, first_page = f"{self.base_url}/models", {"pageSize": "1000"}
+        return await self._list_model_pages(
+            url, first_page, _model_page, self._call(secret, timeout)
+        )
 
 
-def _bad_request(exc: InvalidRequestError) -> ProviderFailure:
-    return ProviderFailure(
-        FailureKind.BAD_REQUEST,
-        400,
-        exc.message,
-        code=exc.code,
-        param=exc.param,
-        error_type=exc.error_type,
-    )
+def _response_id() -> str:
+    """Gemini replies may carry no id, and OpenAI clients expect a ``chatcmpl-`` one."""
+    return "chatcmpl-" + secrets.token_hex(12)
 
 
-def _unsupported(endpoint: Endpoint) -> ProviderFailure:
-    return ProviderFailure(
-        FailureKind.BAD_REQUEST,
-        400,
-        f"the Gemini adapter does not serve {endpoint.value}",
-        code="unsupported_endpoint",
-        error_type="invalid_request_error",
-    )
+def _model_page(body: dict[str, Any]) -> tuple[list[str], dict[str, str] | None]:
+    """One ``models.list`` page: its ids, and the ``pageToken`` while one is given."""
+    entries = body.get("models")
+    if not isinstance(entries, list):
+        return [], None
+    names = [strip_model_prefix(name) for name in model_ids(entries, "name")]
+    token = body.get("nextPageToken")
+    if not isinstance(token, str) or not token:
+        return names, None
+    return names, {"pageToken": token}

@@ -12,16 +12,18 @@ from typing import Any
 
 import orjson
 
-from apikeyrouter.domain.interfaces.provider_adapter import UpstreamStream
 from apikeyrouter.domain.models.outcome import RateLimitInfo
 from apikeyrouter.domain.models.response import Usage
 from apikeyrouter.infrastructure.adapters.gemini_translation import (
     ToolCallIds,
+    first_object,
     is_blocked,
     map_finish_reason,
     split_parts,
     usage_from_gemini,
 )
+from apikeyrouter.infrastructure.adapters.openai_replies import chunk, usage_chunk
+from apikeyrouter.infrastructure.adapters.sse import SseUpstreamStream, sse_json, stream_broke_off
 from apikeyrouter.infrastructure.transport.base import HttpStreamResponse, TransportError
 from apikeyrouter.utils.exceptions import StreamInterruptedError
 from apikeyrouter.utils.redaction import redact
@@ -45,13 +47,7 @@ class GeminiChunkTranslator:
         self.finished = False
 
     def _chunk(self, choice: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": choice, "delta": delta, "finish_reason": finish}],
-        }
+        return chunk(self._id, self._created, self._model, choice, delta, finish)
 
     def translate(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """Chunks for one slice; raises :class:`GeminiStreamError` for an error object."""
@@ -105,14 +101,7 @@ class GeminiChunkTranslator:
     def final_chunk(self) -> dict[str, Any]:
         """The closing ``choices: []`` chunk with the usage of the whole call."""
         self._usage = self._usage or Usage()
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [],
-            "usage": self._usage.model_dump(),
-        }
+        return usage_chunk(self._id, self._created, self._model, self._usage)
 
     @property
     def usage(self) -> Usage | None:
@@ -120,18 +109,11 @@ class GeminiChunkTranslator:
 
 
 def parse_sse_payload(line: bytes) -> dict[str, Any] | None:
-    if not line.startswith(b"data:"):
-        return None
-    try:
-        value = orjson.loads(line[5:].strip())
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        return value[0]  # errors can arrive wrapped in a one-element array
-    return value if isinstance(value, dict) else None
+    """The response slice (or error) on a ``data:`` line, unwrapped from a one-element array."""
+    return first_object(sse_json(line))
 
 
-class GeminiStream(UpstreamStream):
+class GeminiStream(SseUpstreamStream):
     """An open Gemini stream, yielding OpenAI chunk payloads as JSON bytes."""
 
     def __init__(
@@ -141,11 +123,9 @@ class GeminiStream(UpstreamStream):
         translator: GeminiChunkTranslator,
         secret: str,
     ) -> None:
-        self._response = response
+        super().__init__(response, rate_limit)
         self._translator = translator
         self._secret = secret
-        self.rate_limit = rate_limit
-        self.usage: Usage | None = None
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         try:
@@ -159,9 +139,7 @@ class GeminiStream(UpstreamStream):
             detail = redact(str(exc), self._secret)
             raise StreamInterruptedError(f"upstream stream error: {detail}") from None
         except TransportError as exc:
-            raise StreamInterruptedError(
-                f"upstream stream broke off: {redact(str(exc), self._secret)}"
-            ) from exc
+            raise stream_broke_off(exc, self._secret) from exc
         finally:
             await self._response.aclose()
         if not self._translator.finished:
@@ -169,9 +147,3 @@ class GeminiStream(UpstreamStream):
         final = self._translator.final_chunk()
         self.usage = self._translator.usage
         yield orjson.dumps(final)
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def aclose(self) -> None:
-        await self._response.aclose()

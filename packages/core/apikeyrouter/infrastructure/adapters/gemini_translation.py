@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-import re
 import struct
 from typing import Any
 
 import orjson
 
 from apikeyrouter.domain.models.response import Usage
+from apikeyrouter.infrastructure.adapters.openai_content import (
+    forced_function_name,
+    image_source_url,
+    parse_base64_data_url,
+    plain_text,
+    split_conversation,
+    stop_sequences,
+    tool_call_arguments,
+    tool_function,
+    unsupported_role,
+    user_content,
+)
+from apikeyrouter.infrastructure.adapters.openai_replies import (
+    assistant_message,
+    chat_completion,
+    completion_choice,
+    tool_call,
+)
 from apikeyrouter.utils.exceptions import InvalidRequestError
 
 _FINISH_REASONS = {
@@ -27,12 +44,17 @@ _FINISH_REASONS = {
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
 }
-_DATA_URL = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*),(?P<data>.*)$", re.S
-)
 _TOOL_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
 Part = dict[str, Any]
+
+
+def first_object(value: Any) -> dict[str, Any] | None:
+    """The JSON object in ``value``: some Google endpoints wrap a reply (errors especially, also
+    in streams) in a one-element array."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return value[0]
+    return value if isinstance(value, dict) else None
 
 
 def strip_model_prefix(name: str) -> str:
@@ -102,94 +124,41 @@ def to_gemini_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _translate_messages(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
-    system_parts: list[str] = []
-    contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}  # tool_call id -> function name, for functionResponse
-    for position, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise InvalidRequestError("a message must be an object", param=f"messages.{position}")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = _plain_text(message.get("content"), position)
-            if text:
-                system_parts.append(text)
-            continue
+
+    def turn(role: Any, message: dict[str, Any], position: int) -> tuple[str, list[Part]]:
         if role == "user":
-            gemini_role, parts = "user", _user_parts(message.get("content"), position)
-        elif role == "assistant":
-            gemini_role, parts = "model", _model_parts(message, position, call_names)
-        elif role == "tool":
-            gemini_role, parts = "user", [_function_response(message, position, call_names)]
-        else:
-            raise InvalidRequestError(
-                f"unsupported message role {role!r}", param=f"messages.{position}.role"
-            )
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == gemini_role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": gemini_role, "parts": parts})
-    return "\n\n".join(system_parts), contents
+            return "user", _user_parts(message.get("content"), position)
+        if role == "assistant":
+            return "model", _model_parts(message, position, call_names)
+        if role == "tool":
+            return "user", [_function_response(message, position, call_names)]
+        raise unsupported_role(role, position)
+
+    return split_conversation(messages, system_text=_plain_text, build_turn=turn, items_key="parts")
 
 
 def _plain_text(content: Any, position: int) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts: list[str] = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-                raise InvalidRequestError(
-                    "only text parts are allowed here", param=f"messages.{position}.content"
-                )
-            texts.append(str(part.get("text") or part.get("refusal") or ""))
-        return "\n".join(t for t in texts if t)
-    raise InvalidRequestError("content must be a string or a list", param=f"messages.{position}")
+    """Gemini has only text to carry an earlier assistant refusal, so refusal parts pass."""
+    return plain_text(content, position, allow_refusal=True)
+
+
+def _text_part(text: str) -> Part:
+    return {"text": text}
 
 
 def _user_parts(content: Any, position: int) -> list[Part]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise InvalidRequestError(
-            "content must be a string or a list", param=f"messages.{position}.content"
-        )
-    parts: list[Part] = []
-    for index, item in enumerate(content):
-        param = f"messages.{position}.content.{index}"
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind == "text":
-            assert isinstance(item, dict)
-            text = str(item.get("text") or "")
-            if text:
-                parts.append({"text": text})
-        elif kind == "image_url":
-            assert isinstance(item, dict)
-            parts.append(image_part(item.get("image_url"), param))
-        else:
-            raise InvalidRequestError(
-                f"content part type {kind!r} is not supported by the Gemini API", param=param
-            )
-    return parts
+    return user_content(content, position, text=_text_part, image=image_part, provider="Gemini")
 
 
 def image_part(image_url: Any, param: str) -> Part:
     """Data URLs go inline; other URLs become ``fileData`` references for Gemini to fetch."""
-    url = image_url.get("url") if isinstance(image_url, dict) else image_url
-    if not isinstance(url, str) or not url:
-        raise InvalidRequestError("image_url.url is required", param=param)
+    url = image_source_url(image_url, param)
     if url.startswith("data:"):
-        match = _DATA_URL.match(url)
-        if match is None or ";base64" not in match.group("params") or not match.group("mime"):
+        data_url = parse_base64_data_url(url)
+        if data_url is None or data_url.media_type is None:
             raise InvalidRequestError("data: URLs must be base64 with a media type", param=param)
-        return {
-            "inlineData": {"mimeType": match.group("mime").lower(), "data": match.group("data")}
-        }
+        return {"inlineData": {"mimeType": data_url.media_type, "data": data_url.data}}
     file_data: dict[str, str] = {"fileUri": url}
     guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
     if guessed:
@@ -201,7 +170,7 @@ def _model_parts(message: dict[str, Any], position: int, call_names: dict[str, s
     parts: list[Part] = []
     text = _plain_text(message.get("content"), position)
     if text:
-        parts.append({"text": text})
+        parts.append(_text_part(text))
     tool_calls = message.get("tool_calls")
     for index, call in enumerate(tool_calls if isinstance(tool_calls, list) else []):
         param = f"messages.{position}.tool_calls.{index}"
@@ -212,27 +181,9 @@ def _model_parts(message: dict[str, Any], position: int, call_names: dict[str, s
         call_id = call.get("id")
         if isinstance(call_id, str) and call_id:
             call_names[call_id] = name
-        parts.append({"functionCall": {"name": name, "args": _arguments(function, param)}})
+        args = tool_call_arguments(function, param)
+        parts.append({"functionCall": {"name": name, "args": args}})
     return parts
-
-
-def _arguments(function: dict[str, Any], param: str) -> dict[str, Any]:
-    raw = function.get("arguments")
-    if raw is None or raw == "":
-        return {}
-    if isinstance(raw, dict):
-        return raw
-    try:
-        parsed = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        raise InvalidRequestError(
-            "tool call arguments must be a JSON object", param=f"{param}.function.arguments"
-        ) from exc
-    if not isinstance(parsed, dict):
-        raise InvalidRequestError(
-            "tool call arguments must be a JSON object", param=f"{param}.function.arguments"
-        )
-    return parsed
 
 
 def _function_response(message: dict[str, Any], position: int, call_names: dict[str, str]) -> Part:
@@ -273,11 +224,9 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
         config["maxOutputTokens"] = max_tokens
-    stop = body.get("stop")
-    if isinstance(stop, str) and stop:
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and stop:
-        config["stopSequences"] = [str(s) for s in stop if s]
+    stop = stop_sequences(body)
+    if stop is not None:
+        config["stopSequences"] = stop
     response_format = body.get("response_format")
     if isinstance(response_format, dict):
         if response_format.get("type") == "json_object":
@@ -294,12 +243,7 @@ def _declaration(tool: Any, index: int) -> dict[str, Any]:
     """A function declaration. The schema goes in ``parametersJsonSchema``, which takes JSON
     Schema as OpenAI callers write it (``parameters`` takes only an OpenAPI subset and rejects
     keys such as ``additionalProperties``)."""
-    param = f"tools.{index}"
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise InvalidRequestError("only function tools are supported", param=param)
-    function = tool.get("function")
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise InvalidRequestError("function tools need a name", param=f"{param}.function")
+    function = tool_function(tool, f"tools.{index}")
     declaration: dict[str, Any] = {
         "name": function["name"],
         "description": str(function.get("description") or ""),
@@ -315,13 +259,8 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
         return None
     if isinstance(choice, str) and choice in _TOOL_CHOICE_MODES:
         return {"functionCallingConfig": {"mode": _TOOL_CHOICE_MODES[choice]}}
-    if isinstance(choice, dict):
-        function = choice.get("function")
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            return {
-                "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [function["name"]]}
-            }
-    raise InvalidRequestError("unsupported tool_choice", param="tool_choice")
+    name = forced_function_name(choice)
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
 
 
 # --------------------------------------------------------------------------- chat response
@@ -351,16 +290,7 @@ def split_parts(parts: Any, ids: ToolCallIds) -> tuple[str, list[dict[str, Any]]
             texts.append(part["text"])
         call = part.get("functionCall")
         if isinstance(call, dict):
-            calls.append(
-                {
-                    "id": ids.next(call.get("id")),
-                    "type": "function",
-                    "function": {
-                        "name": str(call.get("name") or ""),
-                        "arguments": orjson.dumps(call.get("args") or {}).decode(),
-                    },
-                }
-            )
+            calls.append(tool_call(ids.next(call.get("id")), call.get("name"), call.get("args")))
     return "".join(texts), calls
 
 
@@ -381,40 +311,22 @@ def from_gemini_response(
         content = candidate.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
         text, calls = split_parts(parts, ids)
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": text if text or not calls else None,
-        }
-        if calls:
-            message["tool_calls"] = calls
+        message = assistant_message(text if text or not calls else None, calls)
         index = candidate.get("index")
+        finish_reason = map_finish_reason(candidate.get("finishReason"), bool(calls)) or "stop"
         choices.append(
-            {
-                "index": index if isinstance(index, int) else position,
-                "message": message,
-                "finish_reason": map_finish_reason(candidate.get("finishReason"), bool(calls))
-                or "stop",
-                "logprobs": None,
-            }
+            completion_choice(index if isinstance(index, int) else position, message, finish_reason)
         )
     if not choices:
-        choices.append(
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": ""},
-                "finish_reason": "content_filter" if is_blocked(payload) else "stop",
-                "logprobs": None,
-            }
-        )
-    usage = usage_from_gemini(payload.get("usageMetadata"))
-    return {
-        "id": str(payload.get("responseId") or response_id),
-        "object": "chat.completion",
-        "created": created,
-        "model": str(payload.get("modelVersion") or model),
-        "choices": choices,
-        "usage": usage.model_dump(),
-    }
+        finish_reason = "content_filter" if is_blocked(payload) else "stop"
+        choices.append(completion_choice(0, assistant_message("", []), finish_reason))
+    return chat_completion(
+        str(payload.get("responseId") or response_id),
+        created,
+        str(payload.get("modelVersion") or model),
+        choices,
+        usage_from_gemini(payload.get("usageMetadata")),
+    )
 
 
 def is_blocked(payload: dict[str, Any]) -> bool:

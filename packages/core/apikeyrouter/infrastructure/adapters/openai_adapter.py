@@ -11,22 +11,21 @@ import orjson
 from apikeyrouter.domain.interfaces.provider_adapter import (
     AdapterResult,
     StreamResult,
-    UpstreamStream,
     UpstreamSuccess,
 )
 from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure, RateLimitInfo
 from apikeyrouter.domain.models.provider import ProviderCapabilities
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent
-from apikeyrouter.domain.models.response import Usage
 from apikeyrouter.infrastructure.adapters.base import (
     HttpProviderAdapter,
+    UpstreamCall,
+    model_ids,
     parse_json_object,
-    transport_failure,
     usage_from_openai,
 )
 from apikeyrouter.infrastructure.adapters.ratelimit_headers import parse_openai_headers
+from apikeyrouter.infrastructure.adapters.sse import SseUpstreamStream, sse_data
 from apikeyrouter.infrastructure.transport.base import (
-    HttpStreamResponse,
     HttpTransport,
     TransportError,
 )
@@ -87,21 +86,16 @@ def classify_openai_error(
     )
 
 
-class OpenAIStream(UpstreamStream):
+class OpenAIStream(SseUpstreamStream):
     """SSE ``data:`` lines of an OpenAI stream, yielded as raw JSON payloads."""
-
-    def __init__(self, response: HttpStreamResponse, rate_limit: RateLimitInfo) -> None:
-        self._response = response
-        self.rate_limit = rate_limit
-        self.usage: Usage | None = None
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         done = False
         try:
             async for line in self._response.iter_lines():
-                if not line.startswith(b"data:"):
+                payload = sse_data(line)
+                if payload is None:
                     continue
-                payload = line[5:].strip()
                 if payload == b"[DONE]":
                     done = True
                     break
@@ -121,12 +115,6 @@ class OpenAIStream(UpstreamStream):
             await self._response.aclose()
         if not done:
             raise StreamInterruptedError("upstream stream ended without [DONE]")
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
 
 
 class OpenAIAdapter(HttpProviderAdapter):
@@ -182,61 +170,38 @@ class OpenAIAdapter(HttpProviderAdapter):
                 }
         return orjson.dumps(body)
 
+    def _failure(
+        self, status: int, payload: bytes, headers: Mapping[str, str], secret: str
+    ) -> ProviderFailure:
+        """Error replies carry quota headers too: a 429's reset time is what cools the key."""
+        return classify_openai_error(
+            status, payload, parse_openai_headers(headers, self._clock()), secret
+        )
+
+    def _call(self, secret: str, timeout: float) -> UpstreamCall:
+        return UpstreamCall(self._headers(secret), secret, timeout, self._failure)
+
     async def send(self, intent: RequestIntent, secret: str, timeout: float) -> AdapterResult:
-        try:
-            response = await self._transport.request(
-                "POST",
-                self._urls[intent.endpoint],
-                self._headers(secret),
-                self._body(intent, stream=False),
-                timeout,
-            )
-        except TransportError as exc:
-            return transport_failure(exc)
-        rate_limit = parse_openai_headers(response.headers, self._clock())
-        if response.status != 200:
-            return classify_openai_error(response.status, response.body, rate_limit, secret)
-        body = parse_json_object(response.body)
-        if body is None:
-            return ProviderFailure(
-                FailureKind.PROVIDER_ERROR, 200, "upstream returned a body that is not JSON"
-            )
-        return UpstreamSuccess(body, usage_from_openai(body.get("usage")), rate_limit)
+        url, body = self._urls[intent.endpoint], self._body(intent, stream=False)
+        reply = await self._post_json(url, body, self._call(secret, timeout))
+        if isinstance(reply, ProviderFailure):
+            return reply
+        rate_limit = parse_openai_headers(reply.headers, self._clock())
+        usage = usage_from_openai(reply.payload.get("usage"))
+        return UpstreamSuccess(reply.payload, usage, rate_limit)
 
     async def open_stream(self, intent: RequestIntent, secret: str, timeout: float) -> StreamResult:
-        try:
-            response = await self._transport.open_stream(
-                "POST",
-                self._urls[intent.endpoint],
-                self._headers(secret),
-                self._body(intent, stream=True),
-                timeout,
-            )
-        except TransportError as exc:
-            return transport_failure(exc)
-        rate_limit = parse_openai_headers(response.headers, self._clock())
-        if response.status != 200:
-            try:
-                payload = await response.read()
-            except TransportError:
-                payload = b""
-            finally:
-                await response.aclose()
-            return classify_openai_error(response.status, payload, rate_limit, secret)
-        return OpenAIStream(response, rate_limit)
+        url, body = self._urls[intent.endpoint], self._body(intent, stream=True)
+        response = await self._open_stream(url, body, self._call(secret, timeout))
+        if isinstance(response, ProviderFailure):
+            return response
+        return OpenAIStream(response, parse_openai_headers(response.headers, self._clock()))
 
     async def list_models(self, secret: str, timeout: float) -> list[str] | ProviderFailure:
-        try:
-            response = await self._transport.request(
-                "GET", self.base_url + "/models", self._headers(secret), None, timeout
-            )
-        except TransportError as exc:
-            return transport_failure(exc)
-        if response.status != 200:
-            rate_limit = parse_openai_headers(response.headers, self._clock())
-            return classify_openai_error(response.status, response.body, rate_limit, secret)
-        body = parse_json_object(response.body) or {}
-        data = body.get("data")
-        if not isinstance(data, list):
-            return []
-        return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+        """One unpaginated listing: OpenAI-compatible servers answer ``/models`` in one page."""
+        url = self.base_url + "/models"
+        response = await self._exchange("GET", url, None, self._call(secret, timeout))
+        if isinstance(response, ProviderFailure):
+            return response
+        data = (parse_json_object(response.body) or {}).get("data")
+        return model_ids(data, "id") if isinstance(data, list) else []

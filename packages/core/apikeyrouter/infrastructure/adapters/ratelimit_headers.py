@@ -73,7 +73,9 @@ def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
         return None
 
 
-def _int(headers: Mapping[str, str], name: str) -> int | None:
+def int_header(headers: Mapping[str, str], name: str) -> int | None:
+    """A count header such as ``x-ratelimit-remaining-requests``; unusable values read as absent,
+    since a wrong quota is worse than none."""
     value = headers.get(name)
     if value is None:
         return None
@@ -96,11 +98,11 @@ def _reset(headers: Mapping[str, str], name: str, now: float) -> float | None:
 def parse_openai_headers(headers: Mapping[str, str], now: float) -> RateLimitInfo:
     """``headers`` must have lower-cased names."""
     return RateLimitInfo(
-        requests_limit=_int(headers, "x-ratelimit-limit-requests"),
-        requests_remaining=_int(headers, "x-ratelimit-remaining-requests"),
+        requests_limit=int_header(headers, "x-ratelimit-limit-requests"),
+        requests_remaining=int_header(headers, "x-ratelimit-remaining-requests"),
         requests_reset_at=_reset(headers, "x-ratelimit-reset-requests", now),
-        tokens_limit=_int(headers, "x-ratelimit-limit-tokens"),
-        tokens_remaining=_int(headers, "x-ratelimit-remaining-tokens"),
+        tokens_limit=int_header(headers, "x-ratelimit-limit-tokens"),
+        tokens_remaining=int_header(headers, "x-ratelimit-remaining-tokens"),
         tokens_reset_at=_reset(headers, "x-ratelimit-reset-tokens", now),
         retry_after_at=parse_retry_after(headers, now),
     )
