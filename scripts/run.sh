@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The demo: a simulated provider with a few keys (one that hits its rate limit, one invalid)
-# and the library routing a stream of requests across them, printing who served what and why.
+# The demo: the simulated provider and the proxy (in-memory state) with a few keys (one that
+# hits its rate limit, one invalid, one flaky), driven by the openai SDK: who served what, and why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_bootstrap.sh
-exec uv run python -m apikeyrouter.demo "$@"
+exec uv run python -m apikeyrouter_proxy.demo "$@"

@@ -1,0 +1,188 @@
+"""The sections of the proxy's configuration: what a YAML file (plus environment) may say.
+
+Every section forbids unknown fields, so a typo becomes an error with a line number instead of a
+silently ignored setting. Secrets are ``SecretStr``: they never appear in a repr, a log line or
+an error message. The root model lives in :mod:`.settings` (it also reads the environment).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from apikeyrouter import KeyLimits, RetryPolicy, RoutingObjective
+from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+#: Ids end up in URLs, metric labels and log lines: keep them to a safe, boring alphabet.
+IDENT_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+ProviderKind = Literal["openai", "anthropic", "gemini"]
+
+#: Where each provider kind lives when ``base_url`` is not given.
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for /api/v1; without one the API is disabled."
+    )
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    watch_config: bool = Field(default=True, description="Reload the file when it changes.")
+
+
+class ClientConfig(Section):
+    """A caller of ``/v1``: its id (logged, passed to routing) and its secret key."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=IDENT_PATTERN)
+    key: SecretStr
+    requests_per_minute: int | None = Field(default=None, gt=0)
+
+    @field_validator("key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) < 8:
+            raise ValueError("client keys must be at least 8 characters")
+        return value
+
+
+class AuthConfig(Section):
+    clients: tuple[ClientConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuthConfig:
+        ids = [client.id for client in self.clients]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate client id(s): {', '.join(duplicates)}")
+        secrets = [client.key.get_secret_value() for client in self.clients]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two clients share the same key")
+        return self
+
+
+class RoutingConfig(Section):
+    objective: RoutingObjective | None = Field(
+        default=None, description="Default routing objective; omitted means the library's default."
+    )
+    max_attempts: int = Field(default=4, ge=1, le=50)
+    deadline_seconds: float = Field(default=60.0, gt=0)
+    attempt_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_wait_for_reset_seconds: float = Field(default=0.0, ge=0)
+    backoff_base_seconds: float = Field(default=0.05, ge=0)
+    backoff_max_seconds: float = Field(default=1.0, ge=0)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            deadline_seconds=self.deadline_seconds,
+            attempt_timeout_seconds=self.attempt_timeout_seconds,
+            max_wait_for_reset_seconds=self.max_wait_for_reset_seconds,
+            backoff_base_seconds=self.backoff_base_seconds,
+            backoff_max_seconds=self.backoff_max_seconds,
+        )
+
+
+class CircuitConfig(Section):
+    failure_threshold: int = Field(default=5, ge=1)
+    open_seconds: float = Field(default=30.0, gt=0)
+
+    def policy(self) -> CircuitPolicy:
+        return CircuitPolicy(
+            failure_threshold=self.failure_threshold, open_seconds=self.open_seconds
+        )
+
+
+class KeyConfig(Section):
+    """One provider key. ``key`` should be ``${ENV_VAR}`` so the file itself holds no secret.
+
+    Without ``id`` the proxy keeps the id stable across reloads for the same secret (within one
+    process); give an explicit id to keep it stable across restarts too.
+    """
+
+    id: str | None = Field(default=None, min_length=1, max_length=128, pattern=IDENT_PATTERN)
+    key: SecretStr
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    requests_per_day: int | None = Field(default=None, gt=0)
+    tokens_per_day: int | None = Field(default=None, gt=0)
+    spend_per_month: float | None = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    tags: tuple[str, ...] = ()
+    models: tuple[str, ...] | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("the key is empty (is its environment variable set to ''?)")
+        return value
+
+    def limits(self) -> KeyLimits:
+        return KeyLimits(
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            requests_per_day=self.requests_per_day,
+            tokens_per_day=self.tokens_per_day,
+            spend_per_month=self.spend_per_month,
+        )
+
+
+class ProviderConfig(Section):
+    id: str = Field(min_length=1, max_length=64, pattern=IDENT_PATTERN)
+    kind: ProviderKind = "openai"
+    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    models: tuple[str, ...] | None = Field(
+        default=None, description="Models this provider serves; omitted means any model name."
+    )
+    model_map: dict[str, str] = Field(
+        default_factory=dict, description="Logical model name -> the provider's own name."
+    )
+    keys: tuple[KeyConfig, ...] = ()
+
+    @property
+    def effective_base_url(self) -> str:
+        return self.base_url or DEFAULT_BASE_URLS[self.kind]
+
+
+class ModelGroupConfig(Section):
+    """A logical model name served by several concrete ones, e.g. ``smart`` ->
+    ``["openai/gpt-4o", "anthropic/claude-sonnet-4-5"]`` (tried in order, or by weight)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    members: tuple[str, ...] = Field(min_length=1)
+    strategy: Literal["ordered", "weighted"] = "ordered"
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    access_log: bool = Field(default=True, description="One JSON line per request.")
+    router_events: bool = Field(
+        default=False,
+        description=(
+            "Also log the core router's per-request 'routed' lines at INFO. Off by default: the "
+            "access line carries the same facts (key, provider, attempts, failover outcomes) "
+            "and rendering a second structured line per request costs measurable throughput."
+        ),
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class TracingConfig(Section):
+    enabled: bool = False
+    exporter: Literal["console", "otlp"] = "console"
+    service_name: str = "apikeyrouter-proxy"

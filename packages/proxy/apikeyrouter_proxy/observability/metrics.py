@@ -1,0 +1,176 @@
+"""Prometheus metrics, in a registry owned by one app (never the process-global one).
+
+Per-request work is a few dictionary lookups and increments: labelled children are cached so
+the hot path skips prometheus-client's label validation. Key state and remaining quota are not
+tracked per request at all; they are read from the router when ``/metrics`` is scraped. Labels
+carry key *ids*, which are random and safe; never key material.
+"""
+
+from __future__ import annotations
+
+import time
+
+from apikeyrouter import ApiKeyRouter, KeyState
+from apikeyrouter_proxy.middleware.context import RequestContext
+from apikeyrouter_proxy.services.insight import key_quota
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+)  # fmt: skip
+OVERHEAD_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+)  # fmt: skip
+_WINDOW_NAMES = {60.0: "minute", 86_400.0: "day", 30 * 86_400.0: "month"}
+
+# The *_created series double the exposition for no use to a dashboard; prometheus-client only
+# offers a process-wide switch.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        self.registry = registry
+        self.requests = Counter(
+            "apikeyrouter_proxy_requests",
+            "Requests handled, by route template, provider that served them and HTTP status.",
+            ["route", "provider", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "apikeyrouter_proxy_request_duration_seconds",
+            "Time from request start to the end of the response, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "apikeyrouter_proxy_router_overhead_seconds",
+            "Time spent in the proxy and router, excluding upstream calls (routed requests).",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_rate_limited = Counter(
+            "apikeyrouter_proxy_upstream_rate_limited",
+            "Upstream 429 answers, by provider and key id.",
+            ["provider", "key_id"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "apikeyrouter_proxy_failovers",
+            "Requests that needed more than one upstream attempt, by route.",
+            ["route"],
+            registry=registry,
+        )
+        self.spend = Counter(
+            "apikeyrouter_proxy_spend_usd",
+            "Estimated spend of served requests (router's price table), by provider and key id.",
+            ["provider", "key_id"],
+            registry=registry,
+        )
+        self.client_rate_limited = Counter(
+            "apikeyrouter_proxy_client_rate_limited",
+            "Requests refused by a client's own requests-per-minute limit.",
+            ["client_id"],
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "apikeyrouter_proxy_config_reloads",
+            "Configuration reloads, by result (applied or rejected).",
+            ["result"],
+            registry=registry,
+        )
+        self.key_state = Gauge(
+            "apikeyrouter_key_state",
+            "1 for each key's current state (0 for the others), by key id.",
+            ["key_id", "provider", "state"],
+            registry=registry,
+        )
+        self.quota_remaining = Gauge(
+            "apikeyrouter_key_quota_remaining",
+            "Quota left in each configured limit window of a key, by key id.",
+            ["key_id", "provider", "metric", "window"],
+            registry=registry,
+        )
+        self.quota_limit = Gauge(
+            "apikeyrouter_key_quota_limit",
+            "Configured size of each limit window of a key, by key id.",
+            ["key_id", "provider", "metric", "window"],
+            registry=registry,
+        )
+        self.served = 0
+        self._status_classes: dict[int, int] = {}
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+        self._overhead_children: dict[str, Histogram] = {}
+
+    def observe(self, ctx: RequestContext, seconds: float) -> None:
+        """Record one finished request (hot path: cached children, no label validation)."""
+        route, status = ctx.route, ctx.status
+        provider = ctx.provider or ""
+        key = (route, provider, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(route, provider, str(status))
+            self._request_children[key] = child
+        child.inc()
+        duration = self._duration_children.get(route)
+        if duration is None:
+            duration = self._duration_children[route] = self.duration.labels(route)
+        duration.observe(seconds)
+        self.served += 1
+        status_class = status // 100
+        self._status_classes[status_class] = self._status_classes.get(status_class, 0) + 1
+        upstream = ctx.upstream_seconds
+        if upstream is not None:
+            overhead = self._overhead_children.get(route)
+            if overhead is None:
+                overhead = self._overhead_children[route] = self.overhead.labels(route)
+            overhead.observe(max(0.0, seconds - upstream))
+        if ctx.cost_usd:
+            self.spend.labels(provider, ctx.key_id or "").inc(ctx.cost_usd)
+        if ctx.attempts > 1:
+            self._attempt_details(ctx)
+
+    def _attempt_details(self, ctx: RequestContext) -> None:
+        self.failovers.labels(ctx.route).inc()
+        for record in ctx.attempt_records or ():
+            if record.status == 429 or record.outcome == "rate_limited":
+                self.upstream_rate_limited.labels(record.provider_id, record.key_id).inc()
+
+    def status_classes(self) -> dict[str, int]:
+        """Requests served so far by status class ("2xx", "4xx", ...)."""
+        return {f"{c}xx": n for c, n in sorted(self._status_classes.items())}
+
+    async def refresh_keys(self, router: ApiKeyRouter) -> None:
+        """Re-read key states and remaining quota (called right before a scrape)."""
+        self.key_state.clear()
+        self.quota_remaining.clear()
+        self.quota_limit.clear()
+        now = time.time()
+        for key in router.keys.list_keys():
+            for state in KeyState:
+                self.key_state.labels(key.id, key.provider_id, state.value).set(
+                    1.0 if key.state is state else 0.0
+                )
+            quota = await key_quota(router, key, now)
+            for window in quota.quota.windows:
+                name = _WINDOW_NAMES.get(window.window_seconds, f"{window.window_seconds:g}s")
+                labels = (key.id, key.provider_id, window.metric, name)
+                self.quota_remaining.labels(*labels).set(window.remaining)
+                self.quota_limit.labels(*labels).set(window.limit)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

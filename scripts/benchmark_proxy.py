@@ -1,0 +1,494 @@
+"""Load the proxy, a bare forwarder and the simulated provider side by side; print the ratios.
+
+Run: ``./scripts/benchmark.sh`` (or ``uv run python scripts/benchmark_proxy.py``). It starts
+three processes on 127.0.0.1 (the simulator from its CLI, the proxy from its CLI with one
+worker, and a bare forwarder: a few lines of raw ASGI under uvicorn that pass the body to the
+simulator through one shared aiohttp session), then drives each with the same async client at
+a fixed concurrency for a fixed time. Absolute numbers drift on a shared machine; the ratios
+measured in the same run are what to compare. Every process it starts is stopped at the end.
+
+``benchmark_proxy.py forwarder --upstream URL --port N`` runs the bare forwarder itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+SIM_KEYS = [f"sk-bench-{n:04d}-xxxxxxxxxxxxxxxx" for n in range(4)]
+BODY = (
+    b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":'
+    b'"Benchmark request, please answer briefly."}],"max_tokens":16}'
+)
+PATH = "/v1/chat/completions"
+STARTUP_SECONDS = 30.0
+
+
+# --- the bare forwarder ----------------------------------------------------------------------
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def forwarder_app(
+    upstream_root: str, secret: str
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Raw ASGI: read the body, POST it upstream with one shared session, return the answer."""
+    session: aiohttp.ClientSession | None = None
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal session
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if session is not None:
+                        await session.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if scope["method"] == "GET":
+            status, payload = 200, b"ok"
+        else:
+            assert session is not None
+            async with session.post(upstream_root + scope["path"], data=body, headers=headers) as r:
+                status, payload = r.status, await r.read()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+def run_forwarder(upstream: str, port: int) -> None:
+    import uvicorn
+
+    root = upstream.removesuffix("/v1")
+    uvicorn.run(
+        forwarder_app(root, SIM_KEYS[0]),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,  # as the proxy's CLI runs uvicorn
+        server_header=False,
+    )
+
+
+def run_proxy_bypassing_router(config_path: str, port: int) -> None:
+    """Diagnostic only: the proxy with ``router.route`` replaced by one direct adapter call on a
+    fixed key, so the run separates the proxy layer's cost from the routing library's."""
+    import uvicorn
+    from apikeyrouter import RouterResponse, RoutingDecision
+    from apikeyrouter.domain.interfaces.provider_adapter import UpstreamSuccess
+    from apikeyrouter.domain.models.response import AttemptRecord
+    from apikeyrouter.infrastructure.observability.logger import configure_logging
+    from apikeyrouter_proxy.config import load_config
+    from apikeyrouter_proxy.main import create_app
+
+    configure_logging("INFO")
+    app = create_app(load_config(config_path), manage_log_level=True)
+    runtime = app.runtime
+    real_router = runtime.service.router
+
+    async def route(intent: Any, objective: Any = None, **_: Any) -> RouterResponse:
+        key = real_router.keys.list_keys()[0]
+        adapter = runtime.service.providers()[key.provider_id].adapter
+        result = await adapter.send(intent, real_router.keys.secret(key), 10.0)
+        assert isinstance(result, UpstreamSuccess)
+        attempt = AttemptRecord(key_id=key.id, provider_id=key.provider_id, outcome="success")
+        # Plain constructors: model_construct() with a default_factory field left out makes
+        # pydantic inspect the factory's signature on every call (ast.parse for builtins).
+        decision = RoutingDecision(
+            request_id=intent.request_id,
+            objective=real_router.engine.default_objective,
+            model=intent.model,
+            chosen_key_id=key.id,
+        )
+        return RouterResponse(
+            body=result.body,
+            key_used=key.id,
+            provider_id=key.provider_id,
+            model=intent.model,
+            decision=decision,
+            attempts=[attempt],
+        )
+
+    setattr(real_router, "route", route)  # noqa: B010 - a diagnostic stand-in, on purpose
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+# --- processes -------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def started(name: str, argv: list[str], url: str, log: IO[bytes]) -> Iterator[Service]:
+    process = subprocess.Popen(argv, stdout=log, stderr=log)
+    try:
+        yield Service(name, process, url)
+    finally:
+        _stop(process)
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Poll until the service answers (or it dies, or the startup deadline passes)."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url}: process exited with {process.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up within {STARTUP_SECONDS:g}s")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+# --- load ------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    target: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    cpu_seconds: float | None = None  # CPU the target process used while measured
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.cpu_seconds is None or not self.requests:
+            return None
+        return self.cpu_seconds / self.requests * 1e6
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def load(url: str, concurrency: int, seconds: float, warmup: float) -> Result:
+    """``concurrency`` workers, each sending the next request as soon as the last one ended."""
+    headers = {"Authorization": f"Bearer {SIM_KEYS[0]}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    result = Result("", concurrency, 0, 0, seconds, [])
+    async with aiohttp.ClientSession(connector=connector) as session:
+        measure_from = time.perf_counter() + warmup
+        stop_at = measure_from + seconds
+
+        async def worker() -> None:
+            while True:
+                began = time.perf_counter()
+                if began >= stop_at:
+                    return
+                async with session.post(url, data=BODY, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+                ended = time.perf_counter()
+                if began >= measure_from and ended <= stop_at:
+                    if ok:
+                        result.requests += 1
+                        result.latencies_ms.append((ended - began) * 1000.0)
+                    else:
+                        result.errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return result
+
+
+async def measure(
+    targets: list[tuple[str, str, int]],
+    concurrencies: list[int],
+    seconds: float,
+    warmup: float,
+    rounds: int,
+) -> list[Result]:
+    """Each target gets ``seconds`` per concurrency, split into ``rounds`` slices taken in
+    turn, so a burst of unrelated load on the machine hits all targets alike."""
+    results = []
+    for concurrency in concurrencies:
+        totals = {name: Result(name, concurrency, 0, 0, 0.0, [], 0.0) for name, _, _ in targets}
+        for _ in range(rounds):
+            for name, url, pid in targets:
+                cpu_before = cpu_seconds(pid)
+                part = await load(url, concurrency, seconds / rounds, warmup)
+                cpu_after = cpu_seconds(pid)
+                total = totals[name]
+                total.requests += part.requests
+                total.errors += part.errors
+                total.seconds += part.seconds
+                total.latencies_ms.extend(part.latencies_ms)
+                if cpu_before is None or cpu_after is None or total.cpu_seconds is None:
+                    total.cpu_seconds = None
+                else:  # warm-up requests used CPU too: scale to the measured share
+                    share = part.seconds / (part.seconds + warmup)
+                    total.cpu_seconds += (cpu_after - cpu_before) * share
+        for name, _, _ in targets:
+            result = totals[name]
+            results.append(result)
+            cpu = result.cpu_us_per_request
+            print(
+                f"  {name:<18} c={concurrency:<2} {result.rps:9.0f} req/s   "
+                f"p50 {result.pct(0.5):7.3f} ms   p99 {result.pct(0.99):7.3f} ms"
+                + (f"   cpu {cpu:6.0f} us/req" if cpu is not None else "")
+                + (f"   errors {result.errors}" if result.errors else ""),
+                flush=True,
+            )
+    return results
+
+
+def proxy_config(sim_url: str, port: int) -> str:
+    keys = "\n".join(f"      - id: bench-{n}\n        key: {k}" for n, k in enumerate(SIM_KEYS))
+    return (
+        f"server:\n  port: {port}\n"
+        f"providers:\n  - id: sim\n    kind: openai\n    base_url: {sim_url}\n    keys:\n{keys}\n"
+    )
+
+
+async def run(args: argparse.Namespace, script: str, workdir: Path) -> int:
+    python = sys.executable
+    sim_port, proxy_port, fwd_port = free_port(), free_port(), free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}/v1"
+    config = workdir / "proxy.yaml"
+    config.write_bytes(proxy_config(sim_url, proxy_port).encode())
+    log_path = workdir / "processes.log"
+    sim_argv = [
+        python,
+        "-m",
+        "apikeyrouter.testing",
+        "--port",
+        str(sim_port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+    ]
+    for key in SIM_KEYS:
+        sim_argv += ["--key", key]
+    proxy_argv = [
+        python,
+        "-m",
+        "apikeyrouter_proxy.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(proxy_port),
+        "--workers",
+        "1",
+    ]
+    fwd_argv = [python, script, "forwarder", "--upstream", sim_url, "--port", str(fwd_port)]
+    bypass_port = free_port()
+    bypass_argv = [
+        python,
+        script,
+        "proxy-bypass",
+        "--config",
+        str(config),
+        "--port",
+        str(bypass_port),
+    ]
+    env_note = (
+        f"{args.duration:g}s per target and concurrency in {args.rounds} interleaved slices "
+        f"(+{args.warmup:g}s warm-up each), 127.0.0.1"
+    )
+    print(f"proxy benchmark: {env_note}; logs in {log_path}", flush=True)
+    with (
+        log_path.open("wb") as log,
+        started("simulator", sim_argv, f"http://127.0.0.1:{sim_port}", log) as sim,
+    ):
+        await wait_ready(sim.url + "/v1/models", sim.process)
+        with contextlib.ExitStack() as stack:
+            proxy = stack.enter_context(
+                started("proxy", proxy_argv, f"http://127.0.0.1:{proxy_port}", log)
+            )
+            fwd = stack.enter_context(
+                started("forwarder", fwd_argv, f"http://127.0.0.1:{fwd_port}", log)
+            )
+            await wait_ready(proxy.url + "/health/ready", proxy.process)
+            await wait_ready(fwd.url + "/", fwd.process)
+            targets = [
+                ("simulator direct", sim.url + PATH, sim.process.pid),
+                ("bare forwarder", fwd.url + PATH, fwd.process.pid),
+                ("proxy", proxy.url + PATH, proxy.process.pid),
+            ]
+            if args.with_bypass:
+                bypass = stack.enter_context(
+                    started("bypass", bypass_argv, f"http://127.0.0.1:{bypass_port}", log)
+                )
+                await wait_ready(bypass.url + "/health/live", bypass.process)
+                targets.append(("proxy, no routing", bypass.url + PATH, bypass.process.pid))
+            results = await measure(
+                targets, args.concurrency, args.duration, args.warmup, args.rounds
+            )
+            proxy_rss = rss_mb(proxy.process.pid)
+            fwd_rss = rss_mb(fwd.process.pid)
+    summarize(results, proxy_rss, fwd_rss)
+    return 0
+
+
+def summarize(results: list[Result], proxy_rss: float | None, fwd_rss: float | None) -> None:
+    def find(target: str, concurrency: int) -> Result | None:
+        return next(
+            (r for r in results if r.target == target and r.concurrency == concurrency), None
+        )
+
+    print("\nsummary")
+    for concurrency in sorted({r.concurrency for r in results}, reverse=True):
+        proxy, fwd, direct = (
+            find("proxy", concurrency),
+            find("bare forwarder", concurrency),
+            find("simulator direct", concurrency),
+        )
+        if proxy and fwd and fwd.rps:
+            print(
+                f"  c={concurrency}: proxy throughput = {proxy.rps / fwd.rps:.2f} x bare forwarder"
+                f" ({proxy.rps:.0f} vs {fwd.rps:.0f} req/s)"
+            )
+        if proxy and direct:
+            added = proxy.pct(0.5) - direct.pct(0.5)
+            print(f"  c={concurrency}: proxy adds {added:.3f} ms at p50 over calling the simulator")
+        if fwd and direct:
+            added = fwd.pct(0.5) - direct.pct(0.5)
+            print(f"  c={concurrency}: bare forwarder adds {added:.3f} ms at p50")
+        bypass = find("proxy, no routing", concurrency)
+        if bypass and fwd and fwd.rps:
+            print(
+                f"  c={concurrency}: proxy with routing bypassed = {bypass.rps / fwd.rps:.2f} x "
+                "bare forwarder (the proxy layer's own cost; the rest is the routing library)"
+            )
+    if proxy_rss is not None:
+        print(f"  proxy resident memory after the runs: {proxy_rss:.1f} MB")
+    if fwd_rss is not None:
+        print(f"  bare forwarder resident memory: {fwd_rss:.1f} MB")
+    medians = [statistics.median(r.latencies_ms) for r in results if r.latencies_ms]
+    if not medians:
+        print("  no successful requests were measured")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command")
+    fwd = sub.add_parser("forwarder", help="run the bare forwarder (used by the benchmark)")
+    fwd.add_argument("--upstream", required=True)
+    fwd.add_argument("--port", type=int, required=True)
+    bypass = sub.add_parser("proxy-bypass", help="the proxy minus routing (diagnostic target)")
+    bypass.add_argument("--config", required=True)
+    bypass.add_argument("--port", type=int, required=True)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds per slice")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 1])
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved slices per run")
+    parser.add_argument(
+        "--with-bypass",
+        action="store_true",
+        help="also load the proxy with routing replaced by a direct upstream call (diagnostic)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "forwarder":
+        run_forwarder(args.upstream, args.port)
+        return 0
+    if args.command == "proxy-bypass":
+        run_proxy_bypassing_router(args.config, args.port)
+        return 0
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    workdir = Path(tempfile.mkdtemp(prefix="akr-bench-"))
+    return asyncio.run(run(args, str(Path(__file__).resolve()), workdir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
