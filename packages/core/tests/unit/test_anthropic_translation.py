@@ -26,8 +26,10 @@ from apikeyrouter.infrastructure.adapters.anthropic_translation import (
 )
 from apikeyrouter.utils.exceptions import InvalidRequestError
 
+from ..spec_files import spec_path
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"
-SPEC = Path("/work/shared/specs/anthropic/anthropic-stainless-2024-11.prism.json")
+SPEC_NAME = "anthropic/anthropic-stainless-2024-11.prism.json"
 MODEL = "claude-3-5-sonnet-20241022"
 PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
@@ -180,7 +182,7 @@ class SchemaChecker:
 
 @pytest.fixture(scope="module")
 def checker() -> SchemaChecker:
-    return SchemaChecker(json.loads(SPEC.read_text()))
+    return SchemaChecker(json.loads(spec_path(SPEC_NAME).read_text()))
 
 
 def assert_valid_request(checker: SchemaChecker, request: dict[str, Any]) -> None:
