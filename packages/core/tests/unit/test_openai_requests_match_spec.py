@@ -23,6 +23,8 @@ from apikeyrouter.infrastructure.adapters.openai_adapter import OpenAIAdapter
 from apikeyrouter.infrastructure.transport.asgi_transport import ASGITransport, Message, Scope
 from apikeyrouter.utils.validation import intent_from_openai
 
+from ..spec_files import spec_path
+
 SPEC_NAME = "openai/openapi.yaml"
 SECRET = "sk-test-spec-0123456789abcdefghij"
 CHAT = "CreateChatCompletionRequest"
