@@ -146,6 +146,30 @@ class ApiKeyRouter:
         self._ctx.adapters[provider_id] = adapter
         return provider
 
+    async def unregister_provider(self, provider_id: str) -> bool:
+        """Stop routing to a provider (its keys stay registered, unused, until revoked)."""
+        self._ctx.providers.pop(provider_id, None)
+        adapter = self._ctx.adapters.pop(provider_id, None)
+        if adapter is None:
+            return False
+        await adapter.close()
+        return True
+
+    def configure(
+        self,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        circuit_policy: CircuitPolicy | None = None,
+        objective: RoutingObjective | str | None = None,
+    ) -> None:
+        """Change routing settings at run time (e.g. on a configuration reload)."""
+        if retry_policy is not None:
+            self.failures.retry = retry_policy
+        if circuit_policy is not None:
+            self.failures.circuit = circuit_policy
+        if objective is not None:
+            self.engine.default_objective = RoutingObjective(objective)
+
     def providers(self) -> list[Provider]:
         return list(self._ctx.providers.values())
 
@@ -207,6 +231,9 @@ class ApiKeyRouter:
             ) from exc
         self.planner.add_group(group)
         return group
+
+    def remove_model_group(self, name: str) -> bool:
+        return self.planner.remove_group(name)
 
     def servable_models(self) -> list[str]:
         """Model names a request may use: each provider's list, and the model groups."""

@@ -319,6 +319,7 @@ class KeySelector:
             retry_after=retry_after,
             reasons=decision.excluded,
             attempts=len(run.attempts),
+            attempt_records=list(run.attempts),
         )
 
     def exhausted_error(self, run: RequestRun) -> ApiKeyRouterError:

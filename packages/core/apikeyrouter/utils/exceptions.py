@@ -85,11 +85,14 @@ class NoKeyAvailableError(ApiKeyRouterError):
         retry_after: float | None = None,
         reasons: dict[str, int] | None = None,
         attempts: int = 0,
+        attempt_records: list[Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.reasons = reasons or {}
         self.attempts = attempts
+        #: AttemptRecord of every upstream call the request made (for metrics and logs).
+        self.attempt_records: list[Any] = attempt_records or []
 
 
 class ProvidersUnavailableError(NoKeyAvailableError):

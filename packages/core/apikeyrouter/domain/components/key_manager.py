@@ -27,6 +27,13 @@ from apikeyrouter.utils.exceptions import (
 from apikeyrouter.utils.redaction import fingerprint
 
 
+class _Unset:
+    """Marker for "argument not given", where None is a meaningful value."""
+
+
+UNSET = _Unset()
+
+
 class KeyManager:
     def __init__(
         self,
@@ -181,8 +188,9 @@ class KeyManager:
         weight: float | None = None,
         tags: Iterable[str] | None = None,
         metadata: dict[str, Any] | None = None,
-        models: Iterable[str] | None = None,
+        models: Iterable[str] | _Unset | None = UNSET,
     ) -> APIKey:
+        """Change what is given; ``models=None`` lifts a model restriction (omit to keep it)."""
         key = self.get(key_id)
         if weight is not None and weight <= 0:
             raise InvalidRequestError("weight must be greater than 0", param="weight")
@@ -194,8 +202,8 @@ class KeyManager:
             key.tags = frozenset(tags)
         if metadata is not None:
             key.metadata = dict(metadata)
-        if models is not None:
-            key.models = frozenset(models)
+        if not isinstance(models, _Unset):
+            key.models = None if models is None else frozenset(models)
         await self._store.put_key(key)
         return key
 

@@ -1,0 +1,79 @@
+"""Run-time administration of a router: what the proxy's reload and management API use."""
+
+from __future__ import annotations
+
+import pytest
+from apikeyrouter import (
+    ApiKeyRouter,
+    ModelNotFoundError,
+    NoKeyAvailableError,
+    OpenAIAdapter,
+    RetryPolicy,
+)
+from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
+from apikeyrouter.infrastructure.transport.asgi_transport import ASGITransport
+from apikeyrouter.testing import SimKeyConfig, SimulatedProvider
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def make_router(provider: SimulatedProvider) -> ApiKeyRouter:
+    router = ApiKeyRouter()
+    await router.register_provider(
+        "openai", OpenAIAdapter("http://sim/v1", transport=ASGITransport(provider))
+    )
+    return router
+
+
+async def test_unregister_provider_stops_routing_to_it() -> None:
+    provider = SimulatedProvider([SimKeyConfig(key="sk-test-admin-0001", label="a")])
+    router = await make_router(provider)
+    await router.register_key("sk-test-admin-0001", "openai")
+    await router.route(dict(BODY))
+    assert await router.unregister_provider("openai") is True
+    assert await router.unregister_provider("openai") is False
+    with pytest.raises(ModelNotFoundError):
+        await router.route(dict(BODY))
+    assert provider.key_stats("a").received == 1
+
+
+async def test_configure_changes_retry_circuit_and_objective() -> None:
+    router = await make_router(SimulatedProvider())
+    router.configure(
+        retry_policy=RetryPolicy(max_attempts=1),
+        circuit_policy=CircuitPolicy(failure_threshold=9),
+        objective="latency",
+    )
+    assert router.failures.retry.max_attempts == 1
+    assert router.failures.circuit.failure_threshold == 9
+    assert router.engine.default_objective.value == "latency"
+
+
+async def test_model_groups_can_be_removed() -> None:
+    router = await make_router(SimulatedProvider())
+    router.add_model_group("fast", ["openai/gpt-4o-mini"])
+    assert "fast" in router.servable_models()
+    assert router.remove_model_group("fast") is True
+    assert router.remove_model_group("fast") is False
+    assert "fast" not in router.servable_models()
+
+
+async def test_a_failed_request_carries_its_attempts() -> None:
+    provider = SimulatedProvider([SimKeyConfig(key="sk-test-admin-0002", label="busy")])
+    provider.inject_fault("busy", "status_429", count=-1, retry_after_s=5)
+    router = await make_router(provider)
+    key = await router.register_key("sk-test-admin-0002", "openai")
+    with pytest.raises(NoKeyAvailableError) as caught:
+        await router.route(dict(BODY))
+    assert [(a.key_id, a.outcome) for a in caught.value.attempt_records] == [
+        (key.id, "rate_limited")
+    ]
+
+
+async def test_update_can_lift_a_model_restriction() -> None:
+    router = await make_router(SimulatedProvider())
+    key = await router.register_key("sk-test-admin-0003", "openai", models=["gpt-4o"])
+    await router.keys.update(key.id, weight=2)
+    assert key.models == frozenset({"gpt-4o"})  # omitted: unchanged
+    await router.keys.update(key.id, models=None)
+    assert key.models is None
