@@ -342,7 +342,7 @@ class ApiKeyRouter:
             if isinstance(result, UpstreamSuccess):
                 await recorder.succeeded(run, lease, result.usage, result.rate_limit)
                 await recorder.finish(run, lease)
-                return RouterResponse(
+                return RouterResponse.model_construct(  # hot path: no re-validation of the body
                     body=result.body,
                     key_used=lease.key.id,
                     provider_id=lease.key.provider_id,

@@ -53,7 +53,7 @@ class OutcomeRecorder:
             counters.prompt_tokens += usage.prompt_tokens
             counters.completion_tokens += usage.completion_tokens
         counters.last_used_at = now
-        record = AttemptRecord(
+        record = AttemptRecord.model_construct(  # hot path: fields known, skip validation
             key_id=key.id,
             provider_id=key.provider_id,
             outcome="success",
@@ -145,7 +145,7 @@ class OutcomeRecorder:
         run.failures.append(failure)
         run.step_failures.append(failure)
         run.attempts.append(
-            AttemptRecord(
+            AttemptRecord.model_construct(
                 key_id=key.id,
                 provider_id=key.provider_id,
                 outcome=failure.kind.value,

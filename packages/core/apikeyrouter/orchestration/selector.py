@@ -178,21 +178,22 @@ class KeySelector:
         allowance = completion_allowance(intent)
         tokens = float(prompt_tokens + allowance)
         client_counters = self._client_counters(run, tokens)
-        estimates: dict[str, CostEstimate] = {}
+        estimates: dict[str, tuple[CostEstimate, dict[str, float]]] = {}
         budgets: dict[str, tuple[Budget, ...]] = {}
         requests: list[ReservationRequest] = []
         half_open: set[str] = set()
         for candidate in ranking.ordered:
             key = candidate.key
-            estimate = estimates.get(key.provider_id)
-            if estimate is None:
+            priced = estimates.get(key.provider_id)
+            if priced is None:  # one estimate (and amounts) per provider, not per key
                 estimate = ctx.cost.estimate(
                     intent.model, prompt_tokens, allowance, key.provider_id
                 )
-                estimates[key.provider_id] = estimate
-            amounts = {"requests": 1.0, "tokens": tokens}
-            if estimate.usd is not None:
-                amounts["spend"] = estimate.usd
+                amounts = {"requests": 1.0, "tokens": tokens}
+                if estimate.usd is not None:
+                    amounts["spend"] = estimate.usd
+                priced = estimates[key.provider_id] = (estimate, amounts)
+            estimate, amounts = priced
             key_budgets = budgets[key.id] = self._budgets(run, key)
             shared = client_counters
             if key_budgets:
@@ -238,7 +239,7 @@ class KeySelector:
             decision=decision,
             started=time.monotonic(),
             estimated_prompt_tokens=prompt_tokens,
-            cost_estimate=estimates[key.provider_id],
+            cost_estimate=estimates[key.provider_id][0],
             budgets=budgets[key.id],
             probe=key.id in half_open,
         )

@@ -283,8 +283,12 @@ class QuotaAwarenessEngine:
         run dry before that window frees up. Hot path: memory only, cached per key until the
         key is charged or observed, or its windows move on (one bucket width)."""
         now = self._clock()
-        quota = self._quota(key.id)
-        if quota.headroom is not None and now < quota.headroom_until and quota.windows is not None:
+        quota = self._keys.get(key.id)
+        if quota is None:
+            quota = self._quota(key.id)
+        elif (
+            quota.headroom is not None and now < quota.headroom_until and quota.windows is not None
+        ):
             return quota.headroom
         best = 1.0
         width = MINUTE

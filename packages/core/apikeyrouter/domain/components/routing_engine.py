@@ -48,7 +48,7 @@ class RoutingEngine:
         default_objective: RoutingObjective = RoutingObjective.FAIRNESS,
         price_lookup: PriceLookup | None = None,
         headroom_lookup: HeadroomLookup | None = None,
-        top_n: int = 8,
+        top_n: int = 4,
         explained_n: int = 3,
     ) -> None:
         self.default_objective = default_objective
