@@ -278,3 +278,18 @@ def test_validate_policy_for_api_bodies() -> None:
     with pytest.raises(PolicyValidationError) as info:
         validate_policy({"name": "x", "scope": "key:k", "budgets": ["b"]}, source="PUT /policies/x")
     assert info.value.message.startswith("PUT /policies/x: budgets: budgets is a request-level")
+
+
+def test_control_characters_are_a_yaml_problem_not_a_crash() -> None:
+    with pytest.raises(PolicyValidationError, match="invalid YAML"):
+        parse_policies("policies:\n  - name: a\x07\n    scope: global\n", format="yaml")
+
+
+def test_alias_bombs_are_refused() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):
+        prev = f"*a{level - 1}"
+        lines.append(f"a{level}: &a{level} [{', '.join([prev] * 10)}]")
+    lines.append("policies: []")
+    with pytest.raises(PolicyValidationError, match="expands to more than"):
+        parse_policies("\n".join(lines), format="yaml")

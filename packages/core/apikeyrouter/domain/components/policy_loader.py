@@ -39,6 +39,11 @@ _NESTED: dict[str, type[BaseModel]] = {
 }
 
 
+#: Line recording stops after this many nodes: a document of aliases of aliases ("billion
+#: laughs") would otherwise make the walk exponential. Real policy files are far smaller.
+_MAX_RECORDED_NODES = 100_000
+
+
 class _LineRecordingLoader(yaml.SafeLoader):
     """A SafeLoader that remembers the line (1-based) where each key and list item starts.
 
@@ -49,15 +54,22 @@ class _LineRecordingLoader(yaml.SafeLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
+        self._visits = 0
+        self.too_large = False
         self.lines: dict[_Path, int] = {}
         self.duplicates: list[tuple[_Path, int, int]] = []  # (path, line, first line)
 
     def construct_document(self, node: yaml.Node) -> Any:
+        self._visits = 0
         self._record(node, (), set())
         return super().construct_document(node)
 
     def _record(self, node: yaml.Node, path: _Path, active: set[int]) -> None:
         if id(node) in active:  # a recursive alias: its lines are recorded already
+            return
+        self._visits += 1
+        if self._visits > _MAX_RECORDED_NODES:  # aliases can fan out exponentially
+            self.too_large = True
             return
         active.add(id(node))
         self.lines.setdefault(path, node.start_mark.line + 1)
@@ -98,7 +110,13 @@ class _Parsed:
 
 
 def _yaml(text: str, parsed: _Parsed, *, lines_only: bool = False) -> bool:
-    loader = _LineRecordingLoader(text)
+    try:
+        # The reader rejects control characters already here, outside the parse proper.
+        loader = _LineRecordingLoader(text)
+    except yaml.YAMLError as exc:
+        if not lines_only:
+            parsed.problem(f"invalid YAML: {exc}")
+        return False
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
@@ -120,6 +138,13 @@ def _yaml(text: str, parsed: _Parsed, *, lines_only: bool = False) -> bool:
         return False
     finally:
         loader.dispose()
+    if loader.too_large:
+        if not lines_only:
+            parsed.problem(
+                f"invalid YAML: the document expands to more than {_MAX_RECORDED_NODES} "
+                "nodes (aliases of aliases?)"
+            )
+        return False
     parsed.lines = loader.lines
     if not lines_only:
         parsed.data = data
