@@ -3,23 +3,32 @@
 #   ./scripts/benchmark.sh                    # the library's benchmarks, then the proxy's
 #   ./scripts/benchmark.sh --library-only
 #   ./scripts/benchmark.sh --proxy-only [--duration 10] [--concurrency 8 1] [--with-bypass]
+#                                       [--store memory redis] [--redis-url URL]
 # The proxy section starts the simulated provider, the proxy (one worker) and a bare forwarder as
 # separate processes on 127.0.0.1, loads each with the same client and prints req/s, p50, p99,
 # CPU per request, the proxy's added latency and its throughput relative to the forwarder.
+# By default the proxy runs twice side by side, on the memory store and on the Redis store (the
+# local Redis, under a key prefix of its own that is deleted afterwards), and the Redis commands
+# one request costs are counted; --store memory skips Redis.
 # Options other than --library-only/--proxy-only go to scripts/benchmark_proxy.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_bootstrap.sh
 library=1
 proxy=1
+store_given=0
 args=()
 for arg in "$@"; do
     case "$arg" in
         --proxy-only) library=0 ;;
         --library-only) proxy=0 ;;
+        --store) store_given=1; args+=("$arg") ;;
         *) args+=("$arg") ;;
     esac
 done
+if [[ $store_given == 0 ]]; then
+    args+=(--store memory redis)
+fi
 if [[ $library == 1 ]]; then
     echo "== routing decision and route() (library)"
     timeout 600 uv run python packages/core/tests/benchmarks/bench_routing.py

@@ -7,6 +7,18 @@ simulator through one shared aiohttp session), then drives each with the same as
 a fixed concurrency for a fixed time. Absolute numbers drift on a shared machine; the ratios
 measured in the same run are what to compare. Every process it starts is stopped at the end.
 
+``--store memory redis`` runs one proxy per state store side by side (the Redis one on
+``--redis-url``, default the local server, under a key prefix of its own that is deleted at the
+end, never a flush), then counts what one request costs Redis over a fixed number of
+sequential requests, two ways and without MONITOR:
+
+* round trips: a third proxy (same config, its own prefix) reaches Redis through a small TCP
+  relay in this process that counts the commands it sends (RESP arrays; the store does not
+  pipeline, so each is a round trip), by command and, for EVALSHA, by script name;
+* commands Redis executed, the ones inside Lua scripts included: ``INFO commandstats``
+  deltas on the real server, less the deltas over an idle interval as long right after
+  (other clients of a shared server), ``INFO`` itself excluded.
+
 ``benchmark_proxy.py forwarder --upstream URL --port N`` runs the bare forwarder itself.
 """
 
@@ -23,10 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -36,6 +51,9 @@ BODY = (
     b'"Benchmark request, please answer briefly."}],"max_tokens":16}'
 )
 PATH = "/v1/chat/completions"
+REDIS_TARGET = "proxy (redis)"
+#: ``serve --config`` of the proxy's CLI; the config path and port follow.
+PROXY_ARGV = [sys.executable, "-m", "apikeyrouter_proxy.cli", "serve", "--config"]
 STARTUP_SECONDS = 30.0
 
 
@@ -186,8 +204,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def started(name: str, argv: list[str], url: str, log: IO[bytes]) -> Iterator[Service]:
-    process = subprocess.Popen(argv, stdout=log, stderr=log)
+def started(
+    name: str, argv: list[str], url: str, log: IO[bytes], env: dict[str, str] | None = None
+) -> Iterator[Service]:
+    process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
     try:
         yield Service(name, process, url)
     finally:
@@ -325,11 +345,197 @@ async def measure(
     return results
 
 
-def proxy_config(sim_url: str, port: int) -> str:
+def proxy_config(sim_url: str, port: int, store: str = "", prefix: str = "") -> str:
     keys = "\n".join(f"      - id: bench-{n}\n        key: {k}" for n, k in enumerate(SIM_KEYS))
-    return (
+    text = (
         f"server:\n  port: {port}\n"
         f"providers:\n  - id: sim\n    kind: openai\n    base_url: {sim_url}\n    keys:\n{keys}\n"
+    )
+    if store:
+        text += f"store:\n  kind: redis\n  redis:\n    url: {store}\n    prefix: '{prefix}'\n"
+    return text
+
+
+# --- Redis: its own prefix, and the commands a request costs ---------------------------------
+COUNT_REQUESTS = 500
+
+
+def redis_command_counts(client: Any) -> dict[str, int]:
+    """Calls per command since the server started (``INFO commandstats``), INFO excluded."""
+    stats = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if name != "cmdstat_info"
+    }
+
+
+def delete_prefix(url: str, prefix: str) -> int:
+    """Remove the benchmark's keys (SCAN + DEL under its own prefix; never FLUSHDB)."""
+    from apikeyrouter.infrastructure.state_store.redis_codec import glob_escape
+    from redis import Redis
+
+    client: Redis = Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=glob_escape(prefix) + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        return len(keys)
+    finally:
+        client.close()
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {name: n - before.get(name, 0) for name, n in after.items() if n != before.get(name, 0)}
+
+
+class CommandCounter:
+    """A TCP relay to Redis that counts the commands its clients send (MONITOR-free).
+
+    Bytes are forwarded untouched both ways; a copy of the client-to-server stream is parsed as
+    RESP (arrays of bulk strings, as every client library sends) to count whole commands.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self.commands: Counter[str] = Counter()
+        self.scripts: dict[str, str] = {}  # sha -> script name, for EVALSHA breakdowns
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        tasks = [
+            asyncio.ensure_future(self._pump(reader, up_writer, count=True)),
+            asyncio.ensure_future(self._pump(up_reader, writer, count=False)),
+        ]
+        self._tasks.update(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+                self._tasks.discard(task)
+            for stream in (writer, up_writer):
+                stream.close()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, count: bool
+    ) -> None:
+        pending = b""
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+            if count:
+                pending = self._count(pending + data)
+
+    def _count(self, buf: bytes) -> bytes:
+        """Count every complete command in ``buf``; return the incomplete rest."""
+        while buf:
+            end = buf.find(b"\r\n")
+            if end < 0:
+                return buf
+            if not buf.startswith(b"*"):  # an inline command: one line
+                self.commands[buf[:end].split(b" ", 1)[0].decode().upper()] += 1
+                buf = buf[end + 2 :]
+                continue
+            items, pos = int(buf[1:end]), end + 2
+            parts: list[bytes] = []
+            for _ in range(items):
+                head = buf.find(b"\r\n", pos)
+                if head < 0:
+                    return buf
+                size = int(buf[pos + 1 : head])
+                if len(buf) < head + 2 + size + 2:
+                    return buf
+                if len(parts) < 2:
+                    parts.append(buf[head + 2 : head + 2 + size])
+                pos = head + 2 + size + 2
+            name = parts[0].decode().upper() if parts else "?"
+            if name == "EVALSHA" and len(parts) > 1:
+                sha = parts[1].decode()
+                name = f"EVALSHA {self.scripts.get(sha, sha[:8])}"
+            self.commands[name] += 1
+            buf = buf[pos:]
+        return buf
+
+
+def script_names() -> dict[str, str]:
+    """The store's Lua scripts by SHA1, to name the EVALSHA calls."""
+    from apikeyrouter.infrastructure.state_store import redis_scripts
+
+    return {
+        value.sha: name
+        for name, value in vars(redis_scripts).items()
+        if isinstance(value, redis_scripts.LuaScript)
+    }
+
+
+async def sequential(url: str, requests: int, session: aiohttp.ClientSession) -> int:
+    """``requests`` requests one after the other; returns how many failed."""
+    headers = {"Authorization": f"Bearer {SIM_KEYS[0]}", "Content-Type": "application/json"}
+    failed = 0
+    for _ in range(requests):
+        async with session.post(url, data=BODY, headers=headers) as response:
+            await response.read()
+            failed += response.status != 200
+    return failed
+
+
+async def count_redis_commands(
+    url: str, counted_url: str, counter: CommandCounter, redis_url: str, requests: int
+) -> None:
+    """Round trips through the relay (``counted_url`` is a proxy behind it), and commands
+    executed per ``INFO commandstats`` (``url`` is the measured Redis-store proxy)."""
+    from redis import Redis
+
+    admin: Redis = Redis.from_url(redis_url)  # one connection: its handshake is not counted
+    try:
+        async with aiohttp.ClientSession() as session:
+            await sequential(counted_url, 20, session)  # warm: connections open, scripts loaded
+            relayed_before = Counter(counter.commands)
+            failed = await sequential(counted_url, requests, session)
+            relayed = counter.commands - relayed_before
+            await sequential(url, 20, session)
+            before = redis_command_counts(admin)
+            began = time.perf_counter()
+            failed += await sequential(url, requests, session)
+            busy = time.perf_counter() - began
+            after = redis_command_counts(admin)
+            await asyncio.sleep(busy)  # an idle interval as long, for the baseline
+            idle = redis_command_counts(admin)
+        clients = int(admin.info("clients")["connected_clients"])
+    finally:
+        admin.close()
+    print(
+        f"\nRedis cost per request ({requests} sequential requests per count, {failed} failed)",
+        flush=True,
+    )
+    round_trips = sum(relayed.values())
+    print(f"  round trips (commands the proxy sent): {round_trips / requests:.2f}")
+    for name, calls in sorted(relayed.items(), key=lambda item: -item[1]):
+        print(f"    {name:<28} {calls / requests:6.2f}")
+    work, noise = _delta(after, before), _delta(idle, after)
+    executed = sum(work.values()) - sum(noise.values())
+    print(f"  commands Redis executed, inside scripts included: {executed / requests:.2f}")
+    for name, calls in sorted(work.items(), key=lambda item: -item[1]):
+        print(f"    {name:<28} {calls / requests:6.2f}")
+    print(
+        f"    baseline subtracted: {sum(noise.values())} commands over an idle interval as long"
+        f" ({clients} clients connected to the server)",
+        flush=True,
     )
 
 
@@ -339,6 +545,12 @@ async def run(args: argparse.Namespace, script: str, workdir: Path) -> int:
     sim_url = f"http://127.0.0.1:{sim_port}/v1"
     config = workdir / "proxy.yaml"
     config.write_bytes(proxy_config(sim_url, proxy_port).encode())
+    redis_port = free_port()
+    redis_prefix = f"akr-bench-{uuid.uuid4().hex[:12]}:"
+    redis_config = workdir / "proxy-redis.yaml"
+    redis_config.write_bytes(
+        proxy_config(sim_url, redis_port, args.redis_url, redis_prefix).encode()
+    )
     log_path = workdir / "processes.log"
     sim_argv = [
         python,
@@ -381,38 +593,96 @@ async def run(args: argparse.Namespace, script: str, workdir: Path) -> int:
         f"(+{args.warmup:g}s warm-up each), 127.0.0.1"
     )
     print(f"proxy benchmark: {env_note}; logs in {log_path}", flush=True)
-    with (
-        log_path.open("wb") as log,
-        started("simulator", sim_argv, f"http://127.0.0.1:{sim_port}", log) as sim,
-    ):
-        await wait_ready(sim.url + "/v1/models", sim.process)
-        with contextlib.ExitStack() as stack:
-            proxy = stack.enter_context(
-                started("proxy", proxy_argv, f"http://127.0.0.1:{proxy_port}", log)
-            )
-            fwd = stack.enter_context(
-                started("forwarder", fwd_argv, f"http://127.0.0.1:{fwd_port}", log)
-            )
-            await wait_ready(proxy.url + "/health/ready", proxy.process)
-            await wait_ready(fwd.url + "/", fwd.process)
-            targets = [
-                ("simulator direct", sim.url + PATH, sim.process.pid),
-                ("bare forwarder", fwd.url + PATH, fwd.process.pid),
-                ("proxy", proxy.url + PATH, proxy.process.pid),
-            ]
-            if args.with_bypass:
-                bypass = stack.enter_context(
-                    started("bypass", bypass_argv, f"http://127.0.0.1:{bypass_port}", log)
+    stores: list[str] = list(dict.fromkeys(args.store))
+    proxy_env = dict(os.environ)
+    redis_argv = [*PROXY_ARGV, str(redis_config), "--port", str(redis_port), "--workers", "1"]
+    if "redis" in stores:
+        from apikeyrouter.utils.encryption import MASTER_KEY_ENV, generate_master_key
+
+        proxy_env[MASTER_KEY_ENV] = generate_master_key()  # a throwaway key for a throwaway run
+        print(f"Redis store: {args.redis_url}, prefix {redis_prefix!r} (deleted at the end)")
+    try:
+        with (
+            log_path.open("wb") as log,
+            started("simulator", sim_argv, f"http://127.0.0.1:{sim_port}", log) as sim,
+        ):
+            await wait_ready(sim.url + "/v1/models", sim.process)
+            with contextlib.ExitStack() as stack:
+                proxies: list[Service] = []
+                if "memory" in stores:
+                    url = f"http://127.0.0.1:{proxy_port}"
+                    proxies.append(
+                        stack.enter_context(started("proxy", proxy_argv, url, log, proxy_env))
+                    )
+                if "redis" in stores:
+                    url = f"http://127.0.0.1:{redis_port}"
+                    proxies.append(
+                        stack.enter_context(started(REDIS_TARGET, redis_argv, url, log, proxy_env))
+                    )
+                fwd = stack.enter_context(
+                    started("forwarder", fwd_argv, f"http://127.0.0.1:{fwd_port}", log)
                 )
-                await wait_ready(bypass.url + "/health/live", bypass.process)
-                targets.append(("proxy, no routing", bypass.url + PATH, bypass.process.pid))
-            results = await measure(
-                targets, args.concurrency, args.duration, args.warmup, args.rounds
-            )
-            proxy_rss = rss_mb(proxy.process.pid)
-            fwd_rss = rss_mb(fwd.process.pid)
+                for proxy in proxies:
+                    await wait_ready(proxy.url + "/health/ready", proxy.process)
+                await wait_ready(fwd.url + "/", fwd.process)
+                targets = [
+                    ("simulator direct", sim.url + PATH, sim.process.pid),
+                    ("bare forwarder", fwd.url + PATH, fwd.process.pid),
+                ]
+                targets += [(p.name, p.url + PATH, p.process.pid) for p in proxies]
+                if args.with_bypass:
+                    bypass = stack.enter_context(
+                        started("bypass", bypass_argv, f"http://127.0.0.1:{bypass_port}", log)
+                    )
+                    await wait_ready(bypass.url + "/health/live", bypass.process)
+                    targets.append(("proxy, no routing", bypass.url + PATH, bypass.process.pid))
+                results = await measure(
+                    targets, args.concurrency, args.duration, args.warmup, args.rounds
+                )
+                for proxy in proxies:
+                    if proxy.name == REDIS_TARGET:
+                        await count_with_relay(args, sim_url, workdir, proxy, log, proxy_env)
+                proxy_rss = rss_mb(proxies[0].process.pid) if proxies else None
+                fwd_rss = rss_mb(fwd.process.pid)
+    finally:
+        if "redis" in stores:
+            removed = delete_prefix(args.redis_url, redis_prefix)
+            print(f"  removed {removed} Redis keys under {redis_prefix!r}")
     summarize(results, proxy_rss, fwd_rss)
     return 0
+
+
+async def count_with_relay(
+    args: argparse.Namespace,
+    sim_url: str,
+    workdir: Path,
+    proxy: Service,
+    log: IO[bytes],
+    env: dict[str, str],
+) -> None:
+    """Start a proxy behind the counting relay (own prefix, removed after) and count."""
+    target = urlsplit(args.redis_url)
+    if target.scheme != "redis":
+        print("\n(round trips are counted for redis:// URLs only)")
+        return
+    counter = CommandCounter(target.hostname or "127.0.0.1", target.port or 6379)
+    counter.scripts = script_names()
+    relay_port = await counter.start()
+    prefix = f"akr-bench-{uuid.uuid4().hex[:12]}:"
+    port = free_port()
+    relayed = f"redis://127.0.0.1:{relay_port}{target.path or '/0'}"
+    config = workdir / "proxy-counted.yaml"
+    config.write_bytes(proxy_config(sim_url, port, relayed, prefix).encode())
+    argv = [*PROXY_ARGV, str(config), "--port", str(port), "--workers", "1"]
+    try:
+        with started("proxy (counted)", argv, f"http://127.0.0.1:{port}", log, env) as counted:
+            await wait_ready(counted.url + "/health/ready", counted.process)
+            await count_redis_commands(
+                proxy.url + PATH, counted.url + PATH, counter, args.redis_url, COUNT_REQUESTS
+            )
+    finally:
+        await counter.close()
+        delete_prefix(args.redis_url, prefix)
 
 
 def summarize(results: list[Result], proxy_rss: float | None, fwd_rss: float | None) -> None:
@@ -439,6 +709,17 @@ def summarize(results: list[Result], proxy_rss: float | None, fwd_rss: float | N
         if fwd and direct:
             added = fwd.pct(0.5) - direct.pct(0.5)
             print(f"  c={concurrency}: bare forwarder adds {added:.3f} ms at p50")
+        redis = find(REDIS_TARGET, concurrency)
+        if proxy and redis and proxy.rps:
+            print(
+                f"  c={concurrency}: Redis store vs memory: {redis.rps:.0f} vs {proxy.rps:.0f} "
+                f"req/s ({redis.rps / proxy.rps:.2f} x), p50 {redis.pct(0.5):.3f} vs "
+                f"{proxy.pct(0.5):.3f} ms (+{redis.pct(0.5) - proxy.pct(0.5):.3f} ms per "
+                f"request), p99 {redis.pct(0.99):.3f} vs {proxy.pct(0.99):.3f} ms"
+            )
+        if redis and direct:
+            added = redis.pct(0.5) - direct.pct(0.5)
+            print(f"  c={concurrency}: Redis-store proxy adds {added:.3f} ms at p50")
         bypass = find("proxy, no routing", concurrency)
         if bypass and fwd and fwd.rps:
             print(
@@ -467,6 +748,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds per slice")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 1])
     parser.add_argument("--rounds", type=int, default=2, help="interleaved slices per run")
+    parser.add_argument(
+        "--store",
+        nargs="+",
+        choices=("memory", "redis"),
+        default=["memory"],
+        help="the proxy's state store(s); several run side by side (default: memory)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis for --store redis (the benchmark uses a prefix of its own, removed after)",
+    )
     parser.add_argument(
         "--with-bypass",
         action="store_true",

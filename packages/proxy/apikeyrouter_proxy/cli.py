@@ -16,6 +16,7 @@ from pathlib import Path
 from apikeyrouter_proxy.config.loader import load_config
 from apikeyrouter_proxy.config.settings import CONFIG_PATH_ENV, ProxyConfig
 from apikeyrouter_proxy.config.yaml_source import ConfigError
+from apikeyrouter_proxy.services.store import describe_store
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -56,6 +57,7 @@ def describe(config: ProxyConfig) -> str:
         f"routing: objective {config.routing.objective or 'library default'}, up to "
         f"{config.routing.max_attempts} attempts, deadline {config.routing.deadline_seconds:g}s",
         f"clients: {len(config.auth.clients) or 'none (open /v1)'}",
+        f"store: {describe_store(config.store)}",
     ]
     for provider in config.providers:
         lines.append(
@@ -65,7 +67,23 @@ def describe(config: ProxyConfig) -> str:
         )
     if not config.providers:
         lines.append("providers: none (add them with the management API)")
+    lines.append(_governance_line(config))
     return "\n".join(lines)
+
+
+def _governance_line(config: ProxyConfig) -> str:
+    files = config.files
+    from_file = len(files.policies) if files is not None else 0
+    client_budgets = sum(
+        (c.budget_usd_per_day is not None) + (c.budget_usd_per_month is not None)
+        for c in config.auth.clients
+    )
+    prices = len(files.pricing) if files is not None else 0
+    return (
+        f"policies: {len(config.policies) + from_file} ({from_file} from "
+        f"{config.policies_file or 'no file'}), budgets: {len(config.budgets) + client_budgets} "
+        f"({client_budgets} from clients), price overrides: {prices}"
+    )
 
 
 def _load(path: Path) -> ProxyConfig | None:

@@ -29,6 +29,7 @@ from apikeyrouter_proxy.api import health, metrics
 from apikeyrouter_proxy.api.management import include_management_api
 from apikeyrouter_proxy.api.v1 import hot_routes
 from apikeyrouter_proxy.api.v1.models import MODEL_PREFIX
+from apikeyrouter_proxy.api.v1.raw import RAW_PREFIX, RAW_ROUTE, RawEndpoint
 from apikeyrouter_proxy.asgi_types import Receive, Scope, Send
 from apikeyrouter_proxy.config.loader import config_from_environment, load_config
 from apikeyrouter_proxy.config.settings import ProxyConfig
@@ -112,9 +113,9 @@ def create_app(
         summary="OpenAI-compatible gateway: many API keys, one endpoint.",
         description=(
             "The OpenAI-compatible endpoints (`/v1/chat/completions`, `/v1/completions`, "
-            "`/v1/embeddings`, `/v1/models`) are served by lean ASGI handlers and are not listed "
-            "here. This document covers the management API (admin token required), health "
-            "probes and metrics."
+            "`/v1/embeddings`, `/v1/models`, `/v1/raw/{model}`) are served by lean ASGI "
+            "handlers and are not listed here. This document covers the management API (admin "
+            "token required), health probes and metrics."
         ),
         lifespan=lifespan,
     )
@@ -129,7 +130,10 @@ def create_app(
         runtime,
         functools.partial(FastAPI.__call__, app),
         models,
-        prefixed=((MODEL_PREFIX, MODEL_PREFIX + "{model}", models["/v1/models"]),),
+        prefixed=(
+            (MODEL_PREFIX, MODEL_PREFIX + "{model}", models["/v1/models"]),
+            (RAW_PREFIX, RAW_ROUTE, RawEndpoint(runtime)),
+        ),
     )
     return app
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from apikeyrouter_proxy.config.master_key import master_key_problem
+from apikeyrouter_proxy.config.resolve import finish_config
 from apikeyrouter_proxy.config.settings import CONFIG_PATH_ENV, ProxyConfig
 from apikeyrouter_proxy.config.yaml_source import (
     ConfigError,
@@ -52,13 +54,18 @@ def load_config_text(
         document.data = {}
     if not isinstance(document.data, dict):
         raise ConfigError(source, [ConfigIssue("", "the top level must be a mapping", 1)])
-    data = substitute_env(document, os.environ if env is None else env, source)
+    environ = os.environ if env is None else env
+    data = substitute_env(document, environ, source)
     try:
-        if use_env_overrides:
-            return ProxyConfig(**data)
-        return ProxyConfig.model_validate(data)
+        config = ProxyConfig(**data) if use_env_overrides else ProxyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _issues_from_validation(exc, document)) from None
+    problem = master_key_problem(config.store, environ)
+    if problem is not None:
+        line = document.line_of(("store", "kind"))
+        raise ConfigError(source, [ConfigIssue("store.kind", problem, line)])
+    # Provider options by kind, the policies and pricing files, names across sections.
+    return finish_config(config, source, document)
 
 
 def load_config(
@@ -85,8 +92,12 @@ def config_from_environment() -> tuple[ProxyConfig, Path | None]:
     if location:
         return load_config(location), Path(location)
     try:
-        return ProxyConfig(), None
+        config = ProxyConfig()
     except ValidationError as exc:
         raise ConfigError(
             "environment", _issues_from_validation(exc, LocatedDocument({}))
         ) from None
+    problem = master_key_problem(config.store, os.environ)
+    if problem is not None:
+        raise ConfigError("environment", [ConfigIssue("store.kind", problem)])
+    return config, None

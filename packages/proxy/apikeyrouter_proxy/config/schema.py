@@ -7,17 +7,23 @@ an error message. The root model lives in :mod:`.settings` (it also reads the en
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from apikeyrouter import KeyLimits, RetryPolicy, RoutingObjective
 from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
+from apikeyrouter.infrastructure.adapters.generic_http_adapter import OPENAI_COMPATIBLE_PRESETS
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 #: Ids end up in URLs, metric labels and log lines: keep them to a safe, boring alphabet.
 IDENT_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
-ProviderKind = Literal["openai", "anthropic", "gemini"]
+#: Every adapter kind of the core's registry (``apikeyrouter...adapters.registry``).
+ProviderKind = Literal[
+    "openai", "openai_compatible", "azure_openai", "anthropic", "gemini", "generic"
+]
+#: Kinds whose endpoint cannot be guessed: ``base_url`` is required.
+_URL_REQUIRED = frozenset({"azure_openai", "generic"})
 
 #: Where each provider kind lives when ``base_url`` is not given.
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -47,6 +53,12 @@ class ClientConfig(Section):
     id: str = Field(min_length=1, max_length=64, pattern=IDENT_PATTERN)
     key: SecretStr
     requests_per_minute: int | None = Field(default=None, gt=0)
+    budget_usd_per_day: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="A hard client budget per UTC day."
+    )
+    budget_usd_per_month: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="A hard client budget per month."
+    )
 
     @field_validator("key")
     @classmethod
@@ -149,10 +161,27 @@ class ProviderConfig(Section):
         default_factory=dict, description="Logical model name -> the provider's own name."
     )
     keys: tuple[KeyConfig, ...] = ()
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Adapter options for this kind (checked per kind, see provider_options).",
+    )
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> ProviderConfig:
+        if self.base_url is None and self.kind in _URL_REQUIRED:
+            raise ValueError(f"a provider of kind {self.kind!r} needs a base_url")
+        if self.kind == "openai_compatible" and not (self.base_url or self.options.get("preset")):
+            raise ValueError("an openai_compatible provider needs a base_url or options.preset")
+        return self
 
     @property
     def effective_base_url(self) -> str:
-        return self.base_url or DEFAULT_BASE_URLS[self.kind]
+        if self.base_url:
+            return self.base_url
+        preset = self.options.get("preset")
+        if self.kind == "openai_compatible" and isinstance(preset, str):
+            return OPENAI_COMPATIBLE_PRESETS.get(preset, "")
+        return DEFAULT_BASE_URLS.get(self.kind, "")
 
 
 class ModelGroupConfig(Section):
@@ -186,3 +215,102 @@ class TracingConfig(Section):
     enabled: bool = False
     exporter: Literal["console", "otlp"] = "console"
     service_name: str = "apikeyrouter-proxy"
+
+
+StoreKind = Literal["memory", "redis", "mongo", "redis+mongo"]
+#: Store kinds that keep key material outside the process, hence need a stable master key.
+SHARED_STORE_KINDS: frozenset[str] = frozenset({"redis", "mongo", "redis+mongo"})
+
+
+class RedisStoreConfig(Section):
+    """Where the hot state lives. ``url`` may carry a password and a database number
+    (``redis://:${REDIS_PASSWORD}@host:6379/2``) and ``rediss://`` means TLS; it is a secret,
+    never printed."""
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    prefix: str = Field(
+        default="apikeyrouter:",
+        min_length=1,
+        max_length=200,
+        description="Every Redis key and channel starts with this: tenants can share a server.",
+    )
+    max_connections: int = Field(default=64, ge=1)
+    op_timeout_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="One Redis call taking longer counts as Redis being unavailable.",
+    )
+    retry_after_seconds: float = Field(
+        default=1.0, gt=0, description="While unavailable, how often Redis is probed."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("the Redis URL must start with redis://, rediss:// or unix://")
+        return value
+
+
+class MongoStoreConfig(Section):
+    """Where the durable records live. ``url`` may carry credentials: a secret, never printed."""
+
+    url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
+    database: str = Field(
+        default="apikeyrouter", min_length=1, max_length=63, pattern=r"^[^/\\. \"$]+$"
+    )
+    decision_ttl_seconds: float = Field(
+        default=7 * 86_400.0, gt=0, description="Routing decisions expire after this long."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("the MongoDB URL must start with mongodb:// or mongodb+srv://")
+        return value
+
+
+class UsageLedgerConfig(Section):
+    """The per-request usage ledger (MongoDB only): written off the request path, in batches."""
+
+    enabled: bool = True
+    queue_size: int = Field(
+        default=10_000, ge=1, description="Requests waiting to be written; beyond it, dropped."
+    )
+    batch_size: int = Field(default=1_000, ge=1, description="Requests per flush at most.")
+    flush_seconds: float = Field(
+        default=1.0, gt=0, description="How long a request may wait in the queue at most."
+    )
+
+
+class StoreConfig(Section):
+    """Where keys, counters, cooldowns, circuits, audit trail and usage live.
+
+    ``memory``: this process only (the default). ``redis``: shared by every replica (hot state
+    and keys). ``mongo``: durable records and exact shared counters, but no change events (one
+    replica, or replicas that may each rediscover a dead key). ``redis+mongo``: Redis for hot
+    state and cross-replica events, MongoDB for the records that must survive. Every kind but
+    ``memory`` needs ``APIKEYROUTER_MASTER_KEY`` (key material is encrypted at rest with it).
+    Store settings need a restart.
+    """
+
+    kind: StoreKind = "memory"
+    redis: RedisStoreConfig = Field(default_factory=RedisStoreConfig)
+    mongo: MongoStoreConfig = Field(default_factory=MongoStoreConfig)
+    on_redis_unavailable: Literal["open", "closed"] = Field(
+        default="open",
+        description=(
+            "open: keep serving on this replica's own view (limits then hold per replica, not "
+            "in total) and resync when Redis is back; closed: answer 503 with Retry-After."
+        ),
+    )
+    usage_ledger: UsageLedgerConfig = Field(default_factory=UsageLedgerConfig)
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.kind in ("redis", "redis+mongo")
+
+    @property
+    def uses_mongo(self) -> bool:
+        return self.kind in ("mongo", "redis+mongo")

@@ -8,9 +8,12 @@ alone, with no environment, which is what tests and programmatic callers want.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from apikeyrouter.domain.models.cost_model import Budget
+from apikeyrouter.domain.models.policy import Policy
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from apikeyrouter_proxy.config.loaded import ConfigFiles
 from apikeyrouter_proxy.config.schema import (
     AuthConfig,
     CircuitConfig,
@@ -19,6 +22,7 @@ from apikeyrouter_proxy.config.schema import (
     ProviderConfig,
     RoutingConfig,
     ServerConfig,
+    StoreConfig,
     TracingConfig,
 )
 
@@ -46,6 +50,17 @@ class ProxyConfig(BaseSettings):
     model_groups: tuple[ModelGroupConfig, ...] = ()
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    policies: tuple[Policy, ...] = ()
+    policies_file: str | None = Field(
+        default=None, min_length=1, description="YAML/JSON policies, relative to this file."
+    )
+    budgets: tuple[Budget, ...] = ()
+    pricing_overrides_file: str | None = Field(
+        default=None, min_length=1, description="Prices replacing or adding to the shipped table."
+    )
+    #: What ``policies_file``/``pricing_overrides_file`` held when this config was loaded.
+    _files: ConfigFiles | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -77,3 +92,13 @@ class ProxyConfig(BaseSettings):
 
     def key_count(self) -> int:
         return sum(len(p.keys) for p in self.providers)
+
+    @property
+    def files(self) -> ConfigFiles | None:
+        """The referenced files' content, once the loader has read them (else None)."""
+        return self._files
+
+    def with_files(self, files: ConfigFiles) -> ProxyConfig:
+        copy = self.model_copy()
+        copy._files = files
+        return copy

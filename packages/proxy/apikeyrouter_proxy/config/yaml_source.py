@@ -90,7 +90,11 @@ def _record_lines(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
 
 def parse_yaml(text: str, source: str) -> LocatedDocument:
     """Parse one YAML document with the safe loader, keeping line numbers."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the text as it is built: a control character fails right here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [ConfigIssue("", f"YAML error: {exc}")]) from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -12,7 +12,12 @@ import math
 from typing import Any
 
 import orjson
+from apikeyrouter.domain.models.cost_model import BudgetExceededError
 from apikeyrouter.infrastructure.observability.logger import get_logger
+from apikeyrouter.infrastructure.state_store.resilient_store import (
+    StoreUnavailableError,
+    is_store_error,
+)
 from apikeyrouter.utils.exceptions import (
     ApiKeyRouterError,
     NoKeyAvailableError,
@@ -35,7 +40,13 @@ _EXPLAINED_5XX = (
     RequestDeadlineExceededError,
     StreamInterruptedError,
     UpstreamError,
+    StoreUnavailableError,
 )
+#: The shared state store cannot serve (Redis away and failing closed, MongoDB contended):
+#: 503 with Retry-After, the message says so (it names no host, key or value).
+_STORE_CODES = frozenset({"store_unavailable", "state_store_contention"})
+#: Retry-After for store trouble that did not say when to come back.
+STORE_RETRY_AFTER_SECONDS = 1.0
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -68,16 +79,36 @@ def render_error(exc: BaseException, request_id: str) -> tuple[int, bytes, Heade
         return exc.status, orjson.dumps(payload), headers
     if isinstance(exc, ApiKeyRouterError):
         status = exc.status
-        if status >= 500 and not isinstance(exc, _EXPLAINED_5XX):
+        store_trouble = exc.code in _STORE_CODES
+        if status >= 500 and not (isinstance(exc, _EXPLAINED_5XX) or store_trouble):
             return 500, orjson.dumps(internal_error_payload(request_id)), headers
         if isinstance(exc, NoKeyAvailableError) and exc.retry_after is not None:
             headers.append((b"retry-after", retry_after_value(exc.retry_after)))
+        elif store_trouble:
+            retry_after = getattr(exc, "retry_after", None) or STORE_RETRY_AFTER_SECONDS
+            headers.append((b"retry-after", retry_after_value(retry_after)))
+        elif isinstance(exc, BudgetExceededError):
+            # Out of money until the period ends: the openai SDK must not retry it at once
+            # (it would for a 429), and Retry-After says when the budget resets, if ever.
+            headers.append((b"x-should-retry", b"false"))
+            if exc.retry_after is not None:
+                headers.append((b"retry-after", retry_after_value(exc.retry_after)))
         if isinstance(exc, UpstreamError):
             if exc.key_id:
                 headers.append((b"x-apikeyrouter-key-id", exc.key_id.encode()))
             if exc.provider_id:
                 headers.append((b"x-apikeyrouter-provider", exc.provider_id.encode()))
         return status, orjson.dumps(exc.to_openai_error()), headers
+    if is_store_error(exc):
+        # A store without an outage wrapper (MongoDB alone) failed: the request may well
+        # succeed in a moment, which a 503 with Retry-After says and a 500 would not.
+        headers.append((b"retry-after", retry_after_value(STORE_RETRY_AFTER_SECONDS)))
+        payload = error_payload(
+            "the state store is unavailable; try again shortly",
+            "service_unavailable",
+            code="store_unavailable",
+        )
+        return 503, orjson.dumps(payload), headers
     return 500, orjson.dumps(internal_error_payload(request_id)), headers
 
 

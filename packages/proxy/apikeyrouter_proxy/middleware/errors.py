@@ -74,6 +74,14 @@ class NotReady(ProxyError):
     code = "not_ready"
 
 
+class Unprocessable(ProxyError):
+    """A well-formed request whose content is invalid (a policy, a budget): 422, like the
+    schema validation errors FastAPI raises, with ``param`` naming the first bad field."""
+
+    status = 422
+    code = "invalid_request"
+
+
 class RouteNotFound(ProxyError):
     status = 404
     error_type = "not_found_error"

@@ -92,6 +92,11 @@ class ProxyMetrics:
             ["result"],
             registry=registry,
         )
+        self.usage_ledger_dropped = Counter(
+            "apikeyrouter_proxy_usage_ledger_dropped",
+            "Served requests whose usage was not queued for the durable ledger (buffer full).",
+            registry=registry,
+        )
         self.key_state = Gauge(
             "apikeyrouter_key_state",
             "1 for each key's current state (0 for the others), by key id.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apikeyrouter import APIKey, KeyState
+from apikeyrouter.domain.models.quota_state import ExhaustionPrediction
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from apikeyrouter_proxy.config.schema import IDENT_PATTERN
@@ -163,3 +164,7 @@ class KeyQuotaView(BaseModel):
     cooldown_until: float | None = None
     circuit: CircuitView
     windows: list[WindowView] = Field(description="One entry per configured limit.")
+    prediction: ExhaustionPrediction = Field(
+        description="At the current (smoothed) pace: which window runs out first, when, and "
+        "whether before it resets (such a key is de-prioritised early)."
+    )

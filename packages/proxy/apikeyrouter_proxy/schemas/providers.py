@@ -18,6 +18,11 @@ class ProviderCreate(BaseModel):
     base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
     models: list[str] | None = Field(default=None, max_length=1024)
     model_map: dict[str, str] = Field(default_factory=dict, max_length=1024)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Adapter options for this kind, as under providers[].options in the config.",
+    )
 
 
 class ProviderView(BaseModel):

@@ -1,54 +1,33 @@
 """Provider adapters by ``kind``, all on one shared upstream HTTP transport.
 
-One transport (one aiohttp session, one keep-alive pool) for every provider: connection setup is
-paid once per upstream host, not once per adapter or request. Adapters for Anthropic and Gemini
-are imported on demand so a core without them still serves OpenAI-compatible providers.
+The core's adapter registry knows every kind (``openai``, ``openai_compatible``,
+``azure_openai``, ``anthropic``, ``gemini``, ``generic``); the provider's ``options`` block,
+checked per kind by :mod:`apikeyrouter_proxy.config.provider_options`, supplies the kind's own
+arguments. One transport (one aiohttp session, one keep-alive pool) serves every provider:
+connection setup is paid once per upstream host, not once per adapter or request.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from apikeyrouter import OpenAIAdapter
 from apikeyrouter.domain.interfaces.provider_adapter import ProviderAdapter
+from apikeyrouter.infrastructure.adapters.registry import build_adapter as build_registered
 from apikeyrouter.infrastructure.transport.base import HttpTransport
 from apikeyrouter.utils.exceptions import ConfigurationError
+from apikeyrouter_proxy.config.provider_options import adapter_arguments, option_problems
 from apikeyrouter_proxy.config.schema import ProviderConfig
-
-#: kind -> (module, class) of the core adapter implementing it.
-_ADAPTERS: dict[str, tuple[str, str]] = {
-    "openai": ("apikeyrouter.infrastructure.adapters.openai_adapter", "OpenAIAdapter"),
-    "anthropic": ("apikeyrouter.infrastructure.adapters.anthropic_adapter", "AnthropicAdapter"),
-    "gemini": ("apikeyrouter.infrastructure.adapters.gemini_adapter", "GeminiAdapter"),
-}
-
-
-def adapter_class(kind: str) -> type[ProviderAdapter]:
-    """The adapter class for ``kind``; a clear error if this core does not ship it."""
-    if kind == "openai":
-        return OpenAIAdapter
-    try:
-        module_name, class_name = _ADAPTERS[kind]
-    except KeyError:
-        raise ConfigurationError(f"unknown provider kind {kind!r}", param="kind") from None
-    try:
-        module = importlib.import_module(module_name)
-        cls: Any = getattr(module, class_name)
-    except (ImportError, AttributeError):
-        raise ConfigurationError(
-            f"provider kind {kind!r} is not available in this version of apikeyrouter",
-            param="kind",
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, ProviderAdapter)):
-        raise ConfigurationError(f"{module_name}.{class_name} is not a provider adapter")
-    return cls
+from apikeyrouter_proxy.config.yaml_source import format_path
+from pydantic import ValidationError
 
 
 def build_adapter(provider: ProviderConfig, transport: HttpTransport) -> ProviderAdapter:
-    cls: Any = adapter_class(provider.kind)
-    options: dict[str, Any] = {"transport": transport}
-    if provider.model_map:
-        options["model_map"] = dict(provider.model_map)
-    adapter: ProviderAdapter = cls(provider.effective_base_url, **options)
-    return adapter
+    """The adapter for ``provider``; :class:`ConfigurationError` naming the option at fault."""
+    problems = option_problems(provider)
+    if problems:
+        loc, message = problems[0]
+        param = format_path(("options", *loc))
+        raise ConfigurationError(f"provider {provider.id!r}: {param}: {message}", param=param)
+    try:
+        arguments = adapter_arguments(provider)
+    except ValidationError as exc:  # option_problems saw none: only a bug could get here
+        raise ConfigurationError(f"provider {provider.id!r}: invalid options") from exc
+    return build_registered(provider.kind, transport=transport, **arguments)

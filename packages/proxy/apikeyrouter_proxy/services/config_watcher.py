@@ -3,19 +3,22 @@
 The file's *directory* is watched, not the file: editors and Kubernetes ConfigMaps replace files
 by rename, which a watch on the old inode would miss. Any change there re-reads the file and a
 content hash skips no-op events. A file that fails to parse or validate is logged and recorded
-as rejected; the running config keeps serving. Writing the new file to a temporary name and
-renaming it over the old one avoids the proxy ever reading a half-written file.
+as rejected; the running config keeps serving. The files the config names (``policies_file``,
+``pricing_overrides_file``) are hashed with it, so editing only one of them is a reload too
+(seen by the once-a-second check when it lives in another directory). Writing the new file to
+a temporary name and renaming it over the old one avoids the proxy ever reading a half-written
+file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from pathlib import Path
 
 from apikeyrouter.infrastructure.observability.logger import get_logger
 from apikeyrouter.utils.exceptions import ApiKeyRouterError
+from apikeyrouter_proxy.config.files import config_digest
 from apikeyrouter_proxy.config.loader import load_config_text
 from apikeyrouter_proxy.config.yaml_source import ConfigError
 from apikeyrouter_proxy.services.runtime import ProxyRuntime
@@ -45,7 +48,7 @@ class ConfigWatcher:
 
     def _hash_now(self) -> bytes | None:
         try:
-            return hashlib.sha256(self._path.read_bytes()).digest()
+            return config_digest(self._path, self._path.read_bytes())
         except OSError:
             return None
 
@@ -77,7 +80,8 @@ class ConfigWatcher:
         except OSError as exc:
             self._runtime.reject(f"cannot read {self._path}: {exc.strerror}")
             return False
-        digest = hashlib.sha256(data).digest()
+        # The files the config names (policies, prices) are part of it: editing one reloads.
+        digest = config_digest(self._path, data)
         if digest == self._last_hash:
             return False
         self._last_hash = digest

@@ -34,6 +34,7 @@ from apikeyrouter_proxy.config.schema import KeyConfig, ModelGroupConfig, Provid
 from apikeyrouter_proxy.config.settings import ProxyConfig
 from apikeyrouter_proxy.observability.tracing import Tracing, TracingAdapter
 from apikeyrouter_proxy.services.adapters import build_adapter
+from apikeyrouter_proxy.services.governance import Governance
 
 SOURCE_CONFIG = "config"
 SOURCE_API = "api"
@@ -66,8 +67,17 @@ class ReloadReport:
     keys_updated: list[str] = field(default_factory=list)
     keys_rotated: list[str] = field(default_factory=list)
     keys_revoked: list[str] = field(default_factory=list)
+    #: Config keys a shared store already held (another replica, or an earlier run of this
+    #: one, registered them): taken over as they are, state and usage included.
+    keys_adopted: list[str] = field(default_factory=list)
     groups_set: list[str] = field(default_factory=list)
     groups_removed: list[str] = field(default_factory=list)
+    policies_set: list[str] = field(default_factory=list)
+    policies_removed: list[str] = field(default_factory=list)
+    budgets_set: list[str] = field(default_factory=list)
+    budgets_removed: list[str] = field(default_factory=list)
+    #: Models whose price changed (an override added, changed or dropped).
+    pricing_models: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {name: list(value) for name, value in asdict(self).items()}
@@ -98,7 +108,16 @@ class RouterService:
         transport: HttpTransport | None = None,
         tracing: Tracing | None = None,
         clock: Callable[[], float] = time.time,
+        master_key: str | None = None,
+        stable_key_ids: bool = False,
     ) -> None:
+        """``master_key`` encrypts key material at rest (None: the library's default, the
+        environment or an ephemeral key). ``stable_key_ids``: config keys without an explicit
+        id get one derived from the master key, the provider and the secret, so every replica
+        and every restart on a shared store arrives at the same id (and adopts the stored key
+        instead of registering a duplicate); requires ``master_key``."""
+        if stable_key_ids and master_key is None:
+            raise ConfigurationError("stable key ids need a master key", param="store.kind")
         options: dict[str, Any] = {}
         if config.routing.objective is not None:
             options["objective"] = config.routing.objective
@@ -107,6 +126,7 @@ class RouterService:
             retry_policy=config.routing.retry_policy(),
             circuit_policy=config.circuit.policy(),
             clock=clock,
+            master_key=master_key,
             **options,
         )
         #: What an omitted ``routing.objective`` means (the library's own default).
@@ -116,8 +136,17 @@ class RouterService:
         self._providers: dict[str, ProviderEntry] = {}
         self._managed: dict[str, ManagedKey] = {}
         self._derived_ids: dict[tuple[str, bytes], str] = {}
-        self._salt = secrets.token_bytes(32)
+        self._stable_ids = stable_key_ids
+        self._salt = (
+            hmac.new(master_key.encode(), b"apikeyrouter-proxy config key ids", "sha256").digest()
+            if stable_key_ids and master_key is not None
+            else secrets.token_bytes(32)
+        )
+        #: Until the first apply, stored config keys the file no longer lists are revoked.
+        self._first_apply = True
         self._groups: dict[str, ModelGroupConfig] = {}
+        #: Policies, budgets and price overrides (config-owned and API-owned).
+        self.governance = Governance(self.router)
         self._lock = asyncio.Lock()
         #: Bumped on every change to providers or keys, so caches know when to refresh.
         self.generation = 0
@@ -184,7 +213,12 @@ class RouterService:
             return config.id
         derived = self._derived_ids.get((provider_id, digest))
         if derived is None:
-            derived = new_key_id()
+            derived = (
+                # The digest is keyed by the master key, so this id reveals nothing of it.
+                "key_" + hashlib.sha256(digest + provider_id.encode()).hexdigest()[:16]
+                if self._stable_ids
+                else new_key_id()
+            )
             self._derived_ids[(provider_id, digest)] = derived
         return derived
 
@@ -220,13 +254,18 @@ class RouterService:
                 key_id = self._key_id_for(provider.id, key, digest)
                 if key_id in desired:
                     raise ConfigurationError(f"key {key_id!r} appears twice", param="providers")
-                if key_id not in self._managed and self._exists(key_id):
+                if key_id not in self._managed and self._owned_elsewhere(key_id):
                     raise ConfigurationError(
                         f"key id {key_id!r} is already used by a key added through the API",
                         param="providers",
                     )
                 desired[key_id] = (provider, key, digest)
         return desired
+
+    def _owned_elsewhere(self, key_id: str) -> bool:
+        """A key with this id exists and is not a config key (which would be adopted)."""
+        existing = self.router.keys.find(key_id)
+        return existing is not None and self.key_source(existing) != SOURCE_CONFIG
 
     def _exists(self, key_id: str) -> bool:
         try:
@@ -239,6 +278,7 @@ class RouterService:
         report = ReloadReport()
         adapters, report.providers_added, report.providers_updated = self._plan_providers(config)
         desired = self._plan_keys(config)
+        governance = self.governance.plan(config)
         for group in config.model_groups:  # validated by the core before anything changes
             ModelGroup.model_validate(
                 {"name": group.name, "members": list(group.members), "strategy": group.strategy}
@@ -261,11 +301,44 @@ class RouterService:
         for key_id in [k for k in self._managed if k not in desired]:
             await self._revoke(key_id)
             report.keys_revoked.append(key_id)
+        if self._first_apply:
+            # A shared store may hold config keys from an earlier file: it is the source of
+            # truth for its keys, at start as on reload.
+            for stored in self.router.keys.list_keys():
+                if (
+                    stored.id not in desired
+                    and stored.id not in self._managed
+                    and self.key_source(stored) == SOURCE_CONFIG
+                ):
+                    await self.router.keys.revoke(stored.id, actor=SOURCE_CONFIG)
+                    report.keys_revoked.append(stored.id)
+            self._first_apply = False
         for key_id, (provider, key, digest) in desired.items():
             await self._reconcile_key(key_id, provider, key, digest, report)
         self._apply_groups(config.model_groups, report)
+        changes = self.governance.apply(governance)
+        report.policies_set = changes.policies_set
+        report.policies_removed = changes.policies_removed
+        report.budgets_set = changes.budgets_set
+        report.budgets_removed = changes.budgets_removed
+        report.pricing_models = changes.pricing_models
         self.generation += 1
         return report
+
+    # --- model groups through the API -------------------------------------------------------
+    def group_source(self, name: str) -> str:
+        return SOURCE_CONFIG if name in self._groups else SOURCE_API
+
+    def set_group(self, name: str, members: Iterable[str | dict[str, Any]], strategy: str) -> None:
+        """Create or replace a group (a config-owned one is put back by the next reload that
+        changes it in the file)."""
+        self.router.add_model_group(name, members, strategy)
+        self.generation += 1
+
+    def remove_group(self, name: str) -> bool:
+        removed = self.router.remove_model_group(name)
+        self.generation += 1
+        return removed
 
     def _apply_groups(self, groups: tuple[ModelGroupConfig, ...], report: ReloadReport) -> None:
         wanted = {group.name: group for group in groups}
@@ -297,7 +370,10 @@ class RouterService:
         if managed is not None and managed.provider_id != provider.id:
             await self._revoke(key_id)
             managed = None
-        if managed is None or not self._exists(key_id):
+        existing = self.router.keys.find(key_id) if managed is None else None
+        if existing is not None:
+            await self._adopt(existing, provider, key, report)
+        elif managed is None or not self._exists(key_id):
             await self.router.register_key(
                 material,
                 provider.id,
@@ -314,6 +390,48 @@ class RouterService:
                 await self._update_key(key_id, key)
                 report.keys_updated.append(key_id)
         self._managed[key_id] = ManagedKey(provider.id, digest, key)
+
+    async def _adopt(
+        self, existing: APIKey, provider: ProviderConfig, key: KeyConfig, report: ReloadReport
+    ) -> None:
+        """Take over a config key the shared store already has: same id, same key. Only what
+        the file changed is written, so its state, cooldown and usage stay as they are."""
+        material = key.key.get_secret_value()
+        if existing.provider_id != provider.id:
+            await self.router.keys.revoke(existing.id, actor=SOURCE_CONFIG)
+            await self.router.register_key(
+                material,
+                provider.id,
+                metadata={"source": SOURCE_CONFIG},
+                key_id=existing.id,
+                **_key_options(key),
+            )
+            report.keys_added.append(existing.id)
+            return
+        changed = False
+        if not self._same_secret(existing, material):
+            await self.router.keys.rotate(existing.id, material, actor=SOURCE_CONFIG)
+            report.keys_rotated.append(existing.id)
+            changed = True
+        models = frozenset(key.models) if key.models is not None else None
+        if (existing.limits, existing.weight, existing.tags, existing.models) != (
+            key.limits(),
+            key.weight,
+            frozenset(key.tags),
+            models,
+        ):
+            await self._update_key(existing.id, key)
+            report.keys_updated.append(existing.id)
+            changed = True
+        if not changed:
+            report.keys_adopted.append(existing.id)
+
+    def _same_secret(self, existing: APIKey, material: str) -> bool:
+        try:
+            stored = self.router.keys.secret(existing)
+            return hmac.compare_digest(stored.encode(), material.encode())
+        except ConfigurationError:  # sealed with another master key: re-encrypt (rotate)
+            return False
 
     async def _update_key(self, key_id: str, key: KeyConfig) -> None:
         await self.update_key(

@@ -8,14 +8,18 @@ flight finishes with the settings it started with.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from apikeyrouter import ApiKeyRouter
 from apikeyrouter.domain.interfaces.state_store import StateStore
+from apikeyrouter.domain.models.response import Usage
 from apikeyrouter.infrastructure.observability.logger import configure_logging, get_logger
 from apikeyrouter.infrastructure.transport.base import HttpTransport
+from apikeyrouter_proxy.config.master_key import resolve_master_key
 from apikeyrouter_proxy.config.settings import ProxyConfig
 from apikeyrouter_proxy.middleware.auth import token_digest
 from apikeyrouter_proxy.observability.access_log import AccessLog
@@ -24,11 +28,25 @@ from apikeyrouter_proxy.observability.tracing import Tracing
 from apikeyrouter_proxy.services.clients import ClientRegistry
 from apikeyrouter_proxy.services.model_catalog import ModelCatalog
 from apikeyrouter_proxy.services.router_service import ReloadReport, RouterService
+from apikeyrouter_proxy.services.store import (
+    BuiltStore,
+    DurableRecords,
+    StoreHealth,
+    build_store,
+    store_health,
+    wrap_store,
+)
+from apikeyrouter_proxy.services.usage_ledger import UsageLedgerWriter
 from opentelemetry.sdk.trace.export import SpanExporter
 
 _log = get_logger("apikeyrouter.proxy.config")
 #: The core router's logger: one "routed" line per request at INFO (see logging.router_events).
 ROUTER_LOGGER = "apikeyrouter.router"
+
+#: Runs at start, after the store is initialised, the router follows it and the config's
+#: providers and keys are applied, before the first request: e.g. loading persisted policies
+#: and budgets from ``runtime.durable``.
+StartupHook = Callable[["ProxyRuntime"], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -62,7 +80,26 @@ class ProxyRuntime:
             if config.tracing.enabled or span_exporter is not None
             else None
         )
-        self.service = RouterService(config, store=store, transport=transport, tracing=self.tracing)
+        # Checked first: a shared store without a master key must not even be built.
+        master_key = resolve_master_key(config.store, os.environ)
+        # A store passed in (tests, embedding) wins over the config's store section.
+        self.store: BuiltStore = build_store(config.store) if store is None else wrap_store(store)
+        self.service = RouterService(
+            config,
+            store=self.store.store,
+            transport=transport,
+            tracing=self.tracing,
+            master_key=master_key,
+            stable_key_ids=store is None and config.store.kind != "memory",
+        )
+        #: Ledger, policies and budgets when the store keeps them (MongoDB), else None.
+        self.durable: DurableRecords | None = self.store.durable
+        self.usage_ledger: UsageLedgerWriter | None = None
+        if self.durable is not None and config.store.usage_ledger.enabled:
+            self.usage_ledger = UsageLedgerWriter(
+                self.durable, config.store.usage_ledger, on_drop=self._ledger_dropped
+            )
+        self.startup_hooks: list[StartupHook] = []
         self.catalog = ModelCatalog(self.service)
         self.metrics = ProxyMetrics()
         self.access_log = AccessLog(config.logging.access_log)
@@ -77,6 +114,17 @@ class ProxyRuntime:
     @property
     def router(self) -> ApiKeyRouter:
         return self.service.router
+
+    def on_startup(self, hook: StartupHook) -> None:
+        """Run ``hook(runtime)`` in :meth:`start` (see :data:`StartupHook`)."""
+        self.startup_hooks.append(hook)
+
+    def _ledger_dropped(self, count: int) -> None:
+        self.metrics.usage_ledger_dropped.inc(count)
+
+    async def store_health(self) -> StoreHealth:
+        """The state store's status for readiness: ok, degraded (fail-open) or unavailable."""
+        return await store_health(self.store.kind, self.router.store)
 
     @staticmethod
     def _admin_digest(config: ProxyConfig) -> bytes | None:
@@ -94,17 +142,49 @@ class ProxyRuntime:
         logging.getLogger(ROUTER_LOGGER).setLevel(router_level)
 
     async def start(self) -> None:
-        """Register the configured providers and keys; then ``/v1`` starts serving."""
+        """Prepare the store, join the other replicas, register the configured providers and
+        keys, run the startup hooks; then ``/v1`` starts serving.
+
+        Order matters: migrations first (MongoDB), then the router loads every stored key and
+        follows the others' changes (``router.start``), so config keys that another replica or
+        an earlier run registered are adopted as they are, not registered twice."""
         self._apply_log_level(self.config)
+        await self.store.initialize()
+        following = await self.router.start()
         report = await self.service.apply(self.config)
         self.reload_status.last_report = report.as_dict()
+        for hook in self.startup_hooks:
+            await hook(self)
+        if self.usage_ledger is not None:
+            self.usage_ledger.start()
         self.ready = True
         _log.info(
             "proxy_started",
             providers=len(self.config.providers),
             keys=len(report.keys_added),
+            keys_adopted=len(report.keys_adopted),
             clients=len(self.config.auth.clients),
+            store=self.store.kind,
+            following_replicas=following,
         )
+
+    def record_usage(
+        self,
+        key_id: str,
+        provider_id: str,
+        model: str,
+        client_id: str | None,
+        usage: Usage | None,
+    ) -> None:
+        """Queue a served request's usage for the durable ledger (no-op without one). Its
+        cost is what the tokens the provider reported cost (the same figure the spend
+        windows are charged), not the estimate made before the call."""
+        ledger = self.usage_ledger
+        if ledger is not None:
+            cost = None if usage is None else self.router.cost.actual(model, usage, provider_id)
+            ledger.record(
+                key_id, provider_id, model, client_id, usage, None if cost is None else cost.usd
+            )
 
     async def apply(self, config: ProxyConfig) -> ReloadReport:
         """Switch to ``config`` (already validated). Server address changes need a restart."""
@@ -125,6 +205,8 @@ class ProxyRuntime:
             _log.warning("config_restart_needed", reason="server.host/port change needs a restart")
         if old.tracing != config.tracing:
             _log.warning("config_restart_needed", reason="tracing changes need a restart")
+        if old.store != config.store:
+            _log.warning("config_restart_needed", reason="store changes need a restart")
         _log.info("config_applied", **{k: v for k, v in status.last_report.items() if v})
         return report
 
@@ -139,6 +221,8 @@ class ProxyRuntime:
 
     async def close(self) -> None:
         self.ready = False
+        if self.usage_ledger is not None:
+            await self.usage_ledger.close()
         await self.service.close()
         if self.tracing is not None:
             self.tracing.shutdown()

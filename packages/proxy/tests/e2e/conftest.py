@@ -116,12 +116,16 @@ class ProxyProcess:
                 time.sleep(0.05)
 
 
-def start_proxy(directory: Path, config: Mapping[str, Any]) -> ProxyProcess:
-    """``apikeyrouter-proxy serve`` on a free port, secrets in its environment only."""
+def launch_proxy(
+    directory: Path, config: Mapping[str, Any], extra_env: Mapping[str, str] | None = None
+) -> ProxyProcess:
+    """Start ``apikeyrouter-proxy serve`` on a free port without waiting for it (several can
+    then come up in parallel); secrets in its environment only (``extra_env`` adds variables,
+    e.g. the master key of a shared store)."""
     port = free_port()
     config_path = directory / "proxy.yaml"
     write_config(config_path, config)
-    env = {**os.environ, **SECRETS}
+    env = {**os.environ, **SECRETS, **(extra_env or {})}
     env.pop("APIKEYROUTER_CONFIG", None)
     argv = [
         sys.executable,
@@ -136,7 +140,14 @@ def start_proxy(directory: Path, config: Mapping[str, Any]) -> ProxyProcess:
     stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, env=env)  # noqa: S603
-    proxy = ProxyProcess(process, port, config_path, stdout_path, stderr_path)
+    return ProxyProcess(process, port, config_path, stdout_path, stderr_path)
+
+
+def start_proxy(
+    directory: Path, config: Mapping[str, Any], extra_env: Mapping[str, str] | None = None
+) -> ProxyProcess:
+    """``apikeyrouter-proxy serve`` on a free port, answering once this returns."""
+    proxy = launch_proxy(directory, config, extra_env)
     try:
         proxy.wait_until_live()
     except BaseException:

@@ -27,7 +27,12 @@ def schema() -> Any:
     sim = SimulatedProvider(seed=5)
     sim.add_key(SimKeyConfig(key=KEY_A, label="a"))
     sim.add_key(SimKeyConfig(key=KEY_B, label="b"))
-    config = make_config([{"id": "a", "key": KEY_A}, {"id": "b", "key": KEY_B}])
+    config = make_config(
+        [{"id": "a", "key": KEY_A, "tags": ["primary"]}, {"id": "b", "key": KEY_B}],
+        policies=[{"name": "base", "scope": "global", "deny_tags": ["preview"]}],
+        budgets=[{"id": "day-cap", "scope": "global", "limit_usd": 5, "period": "day"}],
+        model_groups=[{"name": "smart", "members": ["sim/gpt-4o-mini"]}],
+    )
     app = create_app(config, transport=ASGITransport(sim))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -44,6 +49,15 @@ def test_schema_documents_the_management_api(schema: Any) -> None:
         "/api/v1/state/summary",
         "/api/v1/state/decisions",
         "/api/v1/state/audit",
+        "/api/v1/state/spend",
+        "/api/v1/policies",
+        "/api/v1/policies/{policy_name}",
+        "/api/v1/policies/validate",
+        "/api/v1/policies/dry-run",
+        "/api/v1/budgets",
+        "/api/v1/budgets/{budget_id}",
+        "/api/v1/model-groups",
+        "/api/v1/model-groups/{group_name}",
         "/health/live",
         "/health/ready",
     } <= paths
@@ -52,7 +66,13 @@ def test_schema_documents_the_management_api(schema: Any) -> None:
 
 #: Path parameters that name things that exist, so generated input reaches real keys and
 #: providers instead of stopping at a 404 (revocation is left out: it would end the run early).
-KNOWN = {"key_id": "a", "provider_id": "sim"}
+KNOWN = {
+    "key_id": "a",
+    "provider_id": "sim",
+    "policy_name": "base",
+    "budget_id": "day-cap",
+    "group_name": "smart",
+}
 
 
 @pytest.mark.parametrize(
@@ -65,7 +85,7 @@ KNOWN = {"key_id": "a", "provider_id": "sim"}
 )
 def test_no_operation_answers_5xx(schema: Any, mode: GenerationMode, known_ids: bool) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 14
+    assert len(operations) >= 29
     for operation in operations:
         names = {p.name for p in operation.path_parameters}
         if known_ids and (not names or operation.method.upper() == "DELETE"):

@@ -115,7 +115,9 @@ def _yaml(text: str, parsed: _Parsed, *, lines_only: bool = False) -> bool:
         loader = _LineRecordingLoader(text)
     except yaml.YAMLError as exc:
         if not lines_only:
-            parsed.problem(f"invalid YAML: {exc}")
+            position = getattr(exc, "position", None)  # a ReaderError: a bad character
+            line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+            parsed.problem(f"invalid YAML: {exc}", line=line)
         return False
     try:
         data = loader.get_single_data()

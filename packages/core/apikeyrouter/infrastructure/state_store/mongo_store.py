@@ -639,6 +639,15 @@ class MongoStateStore(StateStore):
             encode_decision(decision, self._stamp(), expiry(self._decision_ttl, wall))
         )
 
+    async def record_decisions(self, decisions: Sequence[RoutingDecision]) -> None:
+        """Insert many decisions in one round trip (a write-behind queue's batch), in order."""
+        if not decisions:
+            return
+        expire_at = expiry(self._decision_ttl, self._wall())
+        await self._decisions.insert_many(
+            [encode_decision(d, self._stamp(), expire_at) for d in decisions]
+        )
+
     async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]:
         if limit <= 0:
             return []

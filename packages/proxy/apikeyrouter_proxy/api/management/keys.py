@@ -116,9 +116,11 @@ async def rotate_key(key_id: str, body: KeyRotate, runtime: RuntimeDep) -> KeyVi
 
 @router.get("/{key_id}/quota", response_model=KeyQuotaView, responses=_ERRORS)
 async def get_quota(key_id: str, runtime: RuntimeDep) -> KeyQuotaView:
-    """Usage of each configured limit window, the circuit breaker and any cooldown."""
+    """Usage of each limit window, capacity state and confidence, the circuit breaker, any
+    cooldown, and the predicted exhaustion at the current pace."""
     router_ = runtime.service.router
     quota = await key_quota(router_, router_.keys.get(key_id))
+    prediction = router_.predict_exhaustion(key_id)
     circuit = quota.circuit
     return KeyQuotaView(
         key_id=key_id,
@@ -146,4 +148,5 @@ async def get_quota(key_id: str, runtime: RuntimeDep) -> KeyQuotaView:
             )
             for w in quota.quota.windows
         ],
+        prediction=prediction,
     )

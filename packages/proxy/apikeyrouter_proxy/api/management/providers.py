@@ -10,9 +10,14 @@ from apikeyrouter.utils.exceptions import (
     ProviderNotFoundError,
 )
 from fastapi import APIRouter
+from pydantic import ValidationError
 
 from apikeyrouter_proxy.api.management.deps import API_PREFIX, Conflict, RuntimeDep
+from apikeyrouter_proxy.api.management.validation import from_validation_error
+from apikeyrouter_proxy.config.provider_options import option_problems
 from apikeyrouter_proxy.config.schema import ProviderConfig
+from apikeyrouter_proxy.config.yaml_source import format_path
+from apikeyrouter_proxy.middleware.errors import Unprocessable
 from apikeyrouter_proxy.schemas.errors import error_responses
 from apikeyrouter_proxy.schemas.keys import CircuitView
 from apikeyrouter_proxy.schemas.providers import (
@@ -58,10 +63,19 @@ async def list_providers(runtime: RuntimeDep) -> list[ProviderView]:
 
 @router.post("", status_code=201, response_model=ProviderView, responses=_ERRORS)
 async def add_provider(body: ProviderCreate, runtime: RuntimeDep) -> ProviderView:
-    """Register a provider; add its keys with ``POST /api/v1/keys``."""
+    """Register a provider of any kind (``options`` as in the config file); add its keys with
+    ``POST /api/v1/keys``."""
     if runtime.service.provider(body.id) is not None:
         raise Conflict(f"a provider with id {body.id!r} already exists", param="id")
-    config = ProviderConfig.model_validate(body.model_dump())
+    try:
+        config = ProviderConfig.model_validate(body.model_dump())
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    problems = option_problems(config)
+    if problems:
+        param = format_path(("options", *problems[0][0]))
+        detail = "; ".join(f"{format_path(('options', *loc))}: {m}" for loc, m in problems)
+        raise Unprocessable(detail, param=param)
     try:
         entry = await runtime.service.add_provider(config)
     except ConfigurationError as exc:

@@ -9,10 +9,13 @@ from apikeyrouter import RoutingDecision
 from apikeyrouter.domain.models.api_key import StateTransition
 from fastapi import APIRouter, Query
 
+from apikeyrouter_proxy.api.management.budgets import budget_view
 from apikeyrouter_proxy.api.management.deps import API_PREFIX, RuntimeDep
+from apikeyrouter_proxy.schemas.budgets import KeySpendView, SpendView
 from apikeyrouter_proxy.schemas.errors import error_responses
 from apikeyrouter_proxy.schemas.state import ConfigStatusView, SummaryView
 from apikeyrouter_proxy.services.insight import routable_key_count
+from apikeyrouter_proxy.services.spend import budget_readings
 
 router = APIRouter(prefix=API_PREFIX + "/state", tags=["state"])
 _ERRORS = error_responses(401, 403, 422)
@@ -62,3 +65,29 @@ async def audit(
 ) -> list[StateTransition]:
     """Key state transitions (who, when, why), optionally for one key, newest last."""
     return await runtime.service.router.store.list_audit(key_id, limit)
+
+
+@router.get("/spend", response_model=SpendView, responses=_ERRORS)
+async def spend(runtime: RuntimeDep) -> SpendView:
+    """Spend per key (actual cost of what each served, this process), every budget's status,
+    how far cost and token estimates were from the real figures, and unpriced models."""
+    router_ = runtime.service.router
+    keys = [
+        KeySpendView(
+            key_id=k.id,
+            provider_id=k.provider_id,
+            cost_usd=k.usage.cost_usd,
+            requests=k.usage.requests,
+            prompt_tokens=k.usage.prompt_tokens,
+            completion_tokens=k.usage.completion_tokens,
+        )
+        for k in router_.keys.list_keys()
+    ]
+    return SpendView(
+        total_usd=sum(k.cost_usd for k in keys),
+        keys=keys,
+        budgets=[budget_view(runtime, r) for r in await budget_readings(router_)],
+        reconciliation=router_.cost.stats(),
+        unpriced_models=sorted(router_.cost.unpriced_models()),
+        token_estimates=router_.quota.token_estimates.summary(),
+    )

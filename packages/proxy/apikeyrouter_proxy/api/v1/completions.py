@@ -90,6 +90,9 @@ class CompletionEndpoint:
         ctx.provider = response.provider_id
         ctx.record_attempts(attempts)
         cost = ctx.cost_usd = response.cost_usd
+        runtime.record_usage(
+            response.key_used, response.provider_id, response.model, ctx.client_id, response.usage
+        )
         await send_json(
             send,
             ctx,

@@ -100,5 +100,8 @@ async def stream_response(
         watcher.cancel()
         await asyncio.gather(pump, watcher, return_exceptions=True)
     ctx.attempts = len(stream.attempts)
+    runtime.record_usage(
+        stream.key_used, stream.provider_id, stream.decision.model, ctx.client_id, stream.usage
+    )
     if not pump.cancelled() and (error := pump.exception()) is not None:
         raise error
