@@ -27,9 +27,11 @@ from apikeyrouter.domain.models.provider import Provider
 from apikeyrouter.domain.models.quota_state import ExhaustionPrediction, QuotaState
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent, RoutingObjective
 from apikeyrouter.domain.models.response import RouterResponse
+from apikeyrouter.domain.models.routing_decision import RoutingDecision
 from apikeyrouter.infrastructure.observability.logger import get_logger
 from apikeyrouter.infrastructure.state_store.memory_store import InMemoryStateStore
 from apikeyrouter.orchestration.context import RouterContext
+from apikeyrouter.orchestration.decision_log import BackgroundDecisionLog
 from apikeyrouter.orchestration.planner import ModelGroup, RoutePlanner
 from apikeyrouter.orchestration.recorder import OutcomeRecorder
 from apikeyrouter.orchestration.run import RequestRun, Step
@@ -75,7 +77,11 @@ class ApiKeyRouter:
         policies: PolicyEngine | None = None,
         clock: Callable[[], float] = time.time,
         record_decisions: bool = True,
+        background_decisions: bool | None = None,
     ) -> None:
+        """``background_decisions``: store decision records off the request path (saves a
+        round trip per request on a shared store). Default: on for any store but the
+        in-memory one, where an inline write costs nothing."""
         store = store if store is not None else InMemoryStateStore()
         keys = KeyManager(store, KeyEncryptor(master_key), clock)
         quota = QuotaAwarenessEngine(store, clock)
@@ -109,6 +115,12 @@ class ApiKeyRouter:
         self._selector = KeySelector(self._ctx)
         self.recorder = OutcomeRecorder(self._ctx)
         self.sync = StoreEventSync(self._ctx)
+        if background_decisions is None:
+            background_decisions = not isinstance(store, InMemoryStateStore)
+        self.decision_log = (
+            BackgroundDecisionLog(store, self._ctx.log) if background_decisions else None
+        )
+        self._ctx.decision_log = self.decision_log
 
     async def start(self, *, ready_timeout: float = 2.0) -> bool:
         """Load keys other processes registered and follow their changes (shared stores).
@@ -422,6 +434,12 @@ class ApiKeyRouter:
         """When the key runs out of its tightest window at the current pace."""
         return self.quota.predict_exhaustion(self.keys.get(key_id))
 
+    async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]:
+        """The latest routing decisions, including any still queued for the store."""
+        if self.decision_log is not None:
+            await self.decision_log.flush()
+        return await self.store.recent_decisions(limit)
+
     def stats(self, key_id: str) -> KeyStats:
         return self._ctx.stats.get(key_id, KeyStats())
 
@@ -434,6 +452,8 @@ class ApiKeyRouter:
 
     async def close(self) -> None:
         await self.sync.stop()
+        if self.decision_log is not None:
+            await self.decision_log.flush()
         for adapter in self._ctx.adapters.values():
             await adapter.close()
         await self.store.close()

@@ -31,6 +31,8 @@ class RouterContext:
     clock: Callable[[], float]
     log: Any
     record_decisions: bool = True
+    #: When set, decisions are stored by a background task (no store round trip per request).
+    decision_log: Any = None
     providers: dict[str, Provider] = field(default_factory=dict)
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     stats: dict[str, KeyStats] = field(default_factory=dict)

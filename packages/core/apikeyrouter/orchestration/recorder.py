@@ -236,7 +236,10 @@ class OutcomeRecorder:
         ctx = self._ctx
         decision = lease.decision
         if ctx.record_decisions:
-            await ctx.store.record_decision(decision)
+            if ctx.decision_log is not None:
+                ctx.decision_log.submit(decision)
+            else:
+                await ctx.store.record_decision(decision)
         ctx.log.info(
             "routed",
             request_id=run.intent.request_id,

@@ -54,7 +54,7 @@ async def decisions(
     runtime: RuntimeDep, limit: int = Query(default=50, ge=1, le=1000)
 ) -> list[RoutingDecision]:
     """The most recent routing decisions, newest last, each with its one-line explanation."""
-    return await runtime.service.router.store.recent_decisions(limit)
+    return await runtime.service.router.recent_decisions(limit)
 
 
 @router.get("/audit", response_model=list[StateTransition], responses=_ERRORS)
