@@ -530,3 +530,31 @@ async def test_canary_secret_never_appears_anywhere(
         assert CANARY not in text
         assert "CANARY-1234567890" not in text
     assert manager.secret(key) == CANARY  # the secret itself is still recoverable
+
+
+async def test_settings_updates_keep_a_newer_state_set_by_another_process() -> None:
+    """On a shared store the stored key may have moved on (another replica throttled it):
+    changing a weight here must not write the stale state back."""
+
+    class SharedLike(InMemoryStateStore):
+        """Hands out copies, like a store that serialises keys."""
+
+        async def get_key(self, key_id: str) -> APIKey | None:
+            key = await super().get_key(key_id)
+            return None if key is None else key.model_copy()
+
+    store = SharedLike()
+    manager = KeyManager(store, KeyEncryptor(generate_master_key()), clock=lambda: 1000.0)
+    key = await manager.register_key("sk-test-shared-0001", "p")
+    remote = key.model_copy(
+        update={"state": KeyState.THROTTLED, "state_changed_at": 2000.0, "cooldown_until": 2060.0}
+    )
+    remote.encrypted_material = key.encrypted_material
+    await store.put_key(remote)  # another replica throttled the key
+    await manager.update(key.id, weight=3)
+    stored = await store.get_key(key.id)
+    assert stored is not None
+    assert stored.weight == 3
+    assert stored.state is KeyState.THROTTLED
+    assert stored.cooldown_until == 2060.0
+    assert key.state is KeyState.THROTTLED  # the local copy caught up too

@@ -32,6 +32,7 @@ class _Unset:
 
 
 UNSET = _Unset()
+_STATE_FIELDS = ("state", "state_reason", "state_changed_at", "cooldown_until")
 
 
 class KeyManager:
@@ -73,6 +74,8 @@ class KeyManager:
             "tags": frozenset(tags),
             "metadata": dict(metadata or {}),
             "models": frozenset(models) if models is not None else None,
+            "created_at": self._clock(),
+            "state_changed_at": self._clock(),
         }
         if key_id is not None:
             fields["id"] = key_id
@@ -204,14 +207,27 @@ class KeyManager:
             key.metadata = dict(metadata)
         if not isinstance(models, _Unset):
             key.models = None if models is None else frozenset(models)
-        await self._store.put_key(key)
+        await self._save(key)
         return key
+
+    async def _save(self, key: APIKey) -> None:
+        """Write a key's settings without undoing a newer state another process set (on a
+        shared store the stored document may have moved on since this copy was loaded)."""
+        stored = await self._store.get_key(key.id)
+        if (
+            stored is not None
+            and stored is not key
+            and stored.state_changed_at > key.state_changed_at
+        ):
+            for name in _STATE_FIELDS:
+                setattr(key, name, getattr(stored, name))
+        await self._store.put_key(key)
 
     async def exclude_model(self, key_id: str, model: str) -> None:
         key = self.get(key_id)
         if model not in key.excluded_models:
             key.excluded_models = key.excluded_models | {model}
-            await self._store.put_key(key)
+            await self._save(key)
 
     async def revoke(self, key_id: str, *, actor: str = "operator") -> StateTransition:
         """Remove a key for good: its material is deleted, the audit trail keeps the record."""
@@ -237,7 +253,7 @@ class KeyManager:
         key.encrypted_material = self._encryptor.encrypt(new_material, key.id)
         key.fingerprint = fingerprint(new_material)
         key.excluded_models = frozenset()
-        await self._store.put_key(key)
+        await self._save(key)
         if key.state is not KeyState.AVAILABLE:
             await self.set_state(key_id, KeyState.AVAILABLE, "rotated", actor=actor)
         else:
