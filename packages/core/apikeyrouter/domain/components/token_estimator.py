@@ -33,13 +33,17 @@ _CLASSES = bytes(
 )
 # Weights fitted against OpenAI's o200k_base on English, German, Chinese, Japanese, code, JSON
 # and numbers (packages/core/tests/benchmarks/bench_token_estimate.py): a word is about one
-# token, long words split every ~6 letters past 7, digits group by three, most punctuation is
-# its own token, and a CJK character (3 UTF-8 bytes) is about 0.8 token.
+# token (a start plus a little per letter, so long words cost more), digits group by three,
+# most punctuation is its own token, and a CJK character (3 UTF-8 bytes) is about 0.8 token.
+# Every term is a non-negative count that appending text can only grow, and every character
+# class weighs at least 1/8 token, so the estimate never shrinks as text grows and any eight
+# more characters add at least one token.
+_PER_WORD = 0.40
+_PER_LETTER = 0.126  # just over 1/8: eight letters always add a token, float error aside
 _PER_DIGIT = 0.45
 _PER_PUNCT = 0.85
-_PER_LONG_LETTER = 0.16
 _PER_NON_ASCII_BYTE = 0.26
-_PER_SPACE_PAIR = 0.25  # runs of whitespace (indentation, blank lines) are tokens too
+_PER_SPACE_PAIR = 0.26  # runs of whitespace (indentation, blank lines) are tokens too
 
 
 def _text_tokens(text: str) -> int:
@@ -52,12 +56,11 @@ def _text_tokens(text: str) -> int:
         + classes.count(b"0a")
         + (1 if classes[:1] == b"a" else 0)
     )
-    letters = classes.count(b"a")
     estimate = (
-        words
+        _PER_WORD * words
+        + _PER_LETTER * classes.count(b"a")
         + _PER_DIGIT * classes.count(b"0")
         + _PER_PUNCT * classes.count(b".")
-        + _PER_LONG_LETTER * max(0, letters - 7 * words)
         + _PER_NON_ASCII_BYTE * classes.count(b"u")
         + _PER_SPACE_PAIR * classes.count(b"  ")
     )
