@@ -47,6 +47,10 @@ class ReservationRequest:
     shared: tuple[SharedCounter, ...] = ()
 
 
+#: (counter id, window, amount to add): how a commit or release changes each counter.
+CounterDelta = tuple[str, WindowLimit, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     key_id: str
@@ -54,6 +58,29 @@ class Reservation:
     at: float  # when it was charged; commit/release adjust the same window slot
     limits: tuple[WindowLimit, ...]
     shared: tuple[SharedCounter, ...] = ()
+
+    def commit_deltas(self, actual: dict[str, float]) -> list[CounterDelta]:
+        """What replacing the reserved amounts with ``actual`` adds to each counter (every
+        store applies these; metrics missing from ``actual`` keep their reservation)."""
+        deltas: list[CounterDelta] = []
+        for limit in self.limits:
+            reserved = self.amounts.get(limit.metric, 0.0)
+            if delta := actual.get(limit.metric, reserved) - reserved:
+                deltas.append((self.key_id, limit, delta))
+        for shared in self.shared:
+            if delta := actual.get(shared.limit.metric, shared.amount) - shared.amount:
+                deltas.append((shared.counter_id, shared.limit, delta))
+        return deltas
+
+    def release_deltas(self) -> list[CounterDelta]:
+        """What giving the whole reservation back adds to each counter."""
+        deltas: list[CounterDelta] = [
+            (self.key_id, limit, -amount)
+            for limit in self.limits
+            if (amount := self.amounts.get(limit.metric, 0.0))
+        ]
+        deltas.extend((s.counter_id, s.limit, -s.amount) for s in self.shared if s.amount)
+        return deltas
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,24 +145,12 @@ class InMemoryStateStore(StateStore):
         return ReservationRefusal(earliest)
 
     async def commit(self, reservation: Reservation, actual: dict[str, float]) -> None:
-        for limit in reservation.limits:
-            reserved = reservation.amounts.get(limit.metric, 0.0)
-            delta = actual.get(limit.metric, reserved) - reserved
-            if delta:
-                self._counter(reservation.key_id, limit).add(reservation.at, delta)
-        for shared in reservation.shared:
-            delta = actual.get(shared.limit.metric, shared.amount) - shared.amount
-            if delta:
-                self._counter(shared.counter_id, shared.limit).add(reservation.at, delta)
+        for counter_id, limit, delta in reservation.commit_deltas(actual):
+            self._counter(counter_id, limit).add(reservation.at, delta)
 
     async def release(self, reservation: Reservation) -> None:
-        for limit in reservation.limits:
-            amount = reservation.amounts.get(limit.metric, 0.0)
-            if amount:
-                self._counter(reservation.key_id, limit).add(reservation.at, -amount)
-        for shared in reservation.shared:
-            if shared.amount:
-                self._counter(shared.counter_id, shared.limit).add(reservation.at, -shared.amount)
+        for counter_id, limit, delta in reservation.release_deltas():
+            self._counter(counter_id, limit).add(reservation.at, delta)
 
     async def charge(self, key_id: str, limit: WindowLimit, amount: float, now: float) -> None:
         self._counter(key_id, limit).add(now, amount)

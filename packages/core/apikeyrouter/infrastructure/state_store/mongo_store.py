@@ -475,23 +475,10 @@ class MongoStateStore(StateStore):
             await self._adjust_owner(owner, at, deltas)
 
     async def commit(self, reservation: Reservation, actual: dict[str, float]) -> None:
-        deltas: list[tuple[str, WindowLimit, float]] = []
-        for limit in reservation.limits:
-            reserved = reservation.amounts.get(limit.metric, 0.0)
-            if delta := actual.get(limit.metric, reserved) - reserved:
-                deltas.append((reservation.key_id, limit, delta))
-        for shared in reservation.shared:
-            if delta := actual.get(shared.limit.metric, shared.amount) - shared.amount:
-                deltas.append((shared.counter_id, shared.limit, delta))
-        await self._adjust(reservation.at, deltas)
+        await self._adjust(reservation.at, reservation.commit_deltas(actual))
 
     async def release(self, reservation: Reservation) -> None:
-        deltas: list[tuple[str, WindowLimit, float]] = []
-        for limit in reservation.limits:
-            if amount := reservation.amounts.get(limit.metric, 0.0):
-                deltas.append((reservation.key_id, limit, -amount))
-        deltas.extend((s.counter_id, s.limit, -s.amount) for s in reservation.shared if s.amount)
-        await self._adjust(reservation.at, deltas)
+        await self._adjust(reservation.at, reservation.release_deltas())
 
     async def charge(self, key_id: str, limit: WindowLimit, amount: float, now: float) -> None:
         await self._adjust(now, [(key_id, limit, amount)])

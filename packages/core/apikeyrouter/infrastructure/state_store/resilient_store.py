@@ -166,30 +166,6 @@ def _usage_checks(reservation: Reservation) -> list[tuple[str, WindowLimit, floa
     return checks
 
 
-def _commit_deltas(
-    reservation: Reservation, actual: dict[str, float]
-) -> list[tuple[str, WindowLimit, float]]:
-    deltas: list[tuple[str, WindowLimit, float]] = []
-    for limit in reservation.limits:
-        reserved = reservation.amounts.get(limit.metric, 0.0)
-        if delta := actual.get(limit.metric, reserved) - reserved:
-            deltas.append((reservation.key_id, limit, delta))
-    for shared in reservation.shared:
-        if delta := actual.get(shared.limit.metric, shared.amount) - shared.amount:
-            deltas.append((shared.counter_id, shared.limit, delta))
-    return deltas
-
-
-def _release_deltas(reservation: Reservation) -> list[tuple[str, WindowLimit, float]]:
-    deltas = [
-        (reservation.key_id, limit, -amount)
-        for limit in reservation.limits
-        if (amount := reservation.amounts.get(limit.metric, 0.0))
-    ]
-    deltas.extend((s.counter_id, s.limit, -s.amount) for s in reservation.shared if s.amount)
-    return deltas
-
-
 _JournalSlot = tuple[str, str, float, int]  # counter id, metric, window seconds, bucket index
 
 
@@ -697,13 +673,13 @@ class ResilientStateStore(StateStore):
         result = await self._try("commit", lambda: self._primary.commit(reservation, actual))
         await self._local.commit(reservation, actual)
         if isinstance(result, _Fallback):
-            self._journal_add(_commit_deltas(reservation, actual), reservation.at)
+            self._journal_add(reservation.commit_deltas(actual), reservation.at)
 
     async def release(self, reservation: Reservation) -> None:
         result = await self._try("release", lambda: self._primary.release(reservation))
         await self._local.release(reservation)
         if isinstance(result, _Fallback):
-            self._journal_add(_release_deltas(reservation), reservation.at)
+            self._journal_add(reservation.release_deltas(), reservation.at)
 
     async def charge(self, key_id: str, limit: WindowLimit, amount: float, now: float) -> None:
         result = await self._try("charge", lambda: self._primary.charge(key_id, limit, amount, now))
