@@ -102,7 +102,9 @@ class ProxyRuntime:
         self.startup_hooks: list[StartupHook] = []
         self.catalog = ModelCatalog(self.service)
         self.metrics = ProxyMetrics()
-        self.access_log = AccessLog(config.logging.access_log)
+        self.access_log = AccessLog(
+            config.logging.access_log, flush_seconds=config.logging.access_log_flush_seconds
+        )
         self.clients = ClientRegistry(config.auth.clients)
         self.max_body_bytes = config.server.max_body_bytes
         self.admin_token_digest = self._admin_digest(config)
@@ -110,6 +112,8 @@ class ProxyRuntime:
         self.ready = False
         self.reload_status = ReloadStatus()
         self._manage_log_level = manage_log_level
+        #: Whether the app may tune the interpreter's garbage collector (see ``create_app``).
+        self.manage_gc = False
 
     @property
     def router(self) -> ApiKeyRouter:
@@ -194,6 +198,7 @@ class ProxyRuntime:
         self.max_body_bytes = config.server.max_body_bytes
         self.admin_token_digest = self._admin_digest(config)
         self.access_log.enabled = config.logging.access_log
+        self.access_log.flush_seconds = config.logging.access_log_flush_seconds
         self._apply_log_level(config)
         self.config = config
         status = self.reload_status
@@ -221,6 +226,7 @@ class ProxyRuntime:
 
     async def close(self) -> None:
         self.ready = False
+        self.access_log.flush()
         if self.usage_ledger is not None:
             await self.usage_ledger.close()
         await self.service.close()
