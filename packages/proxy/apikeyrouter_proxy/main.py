@@ -36,6 +36,7 @@ from apikeyrouter_proxy.config.settings import ProxyConfig
 from apikeyrouter_proxy.middleware.error_handler import install_error_handlers
 from apikeyrouter_proxy.middleware.gateway import Gateway
 from apikeyrouter_proxy.services.config_watcher import ConfigWatcher
+from apikeyrouter_proxy.services.gc_tuning import GcState, restore_gc, tune_gc
 from apikeyrouter_proxy.services.runtime import ProxyRuntime
 
 __all__ = ["ProxyApp", "create_app", "lifespan"]
@@ -67,9 +68,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher = ConfigWatcher(runtime, runtime.config_path)
         app.state.config_watcher = watcher
         watcher.start()
+    gc_state: GcState | None = None
+    if runtime.manage_gc and runtime.config.server.gc_threshold:
+        gc_state = tune_gc(runtime.config.server.gc_threshold)
     try:
         yield
     finally:
+        if gc_state is not None:
+            restore_gc(gc_state)
         if watcher is not None:
             await watcher.stop()
         await runtime.close()
@@ -83,6 +89,7 @@ def create_app(
     transport: HttpTransport | None = None,
     span_exporter: SpanExporter | None = None,
     manage_log_level: bool = False,
+    manage_gc: bool = False,
 ) -> ProxyApp:
     """Build the proxy.
 
@@ -91,7 +98,9 @@ def create_app(
     the in-memory state store and the shared aiohttp upstream client (tests pass an in-process
     transport to a simulated provider); ``span_exporter`` turns tracing on with that exporter.
     ``manage_log_level`` lets the config's ``logging.level`` set the process's log level (the
-    CLI does; a library embedding the app usually owns logging itself).
+    CLI does; a library embedding the app usually owns logging itself). ``manage_gc`` applies
+    ``server.gc_threshold`` to the interpreter's garbage collector while the app runs (the CLI
+    does; see :mod:`apikeyrouter_proxy.services.gc_tuning`).
     """
     path = Path(config_path) if config_path is not None else None
     if config is None:
@@ -107,6 +116,7 @@ def create_app(
         span_exporter=span_exporter,
         manage_log_level=manage_log_level,
     )
+    runtime.manage_gc = manage_gc
     app = ProxyApp(
         title="apikeyrouter proxy",
         version=__version__,
@@ -140,12 +150,12 @@ def create_app(
 
 @functools.cache
 def _app_from_environment() -> ProxyApp:
-    return create_app(None, manage_log_level=True)
+    return create_app(None, manage_log_level=True, manage_gc=True)
 
 
 def app_factory() -> ProxyApp:
     """For ``uvicorn --factory apikeyrouter_proxy.main:app_factory`` (and the CLI)."""
-    return create_app(None, manage_log_level=True)
+    return create_app(None, manage_log_level=True, manage_gc=True)
 
 
 def __getattr__(name: str) -> Any:
