@@ -28,6 +28,7 @@ from apikeyrouter.domain.models.quota_state import ExhaustionPrediction, QuotaSt
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent, RoutingObjective
 from apikeyrouter.domain.models.response import RouterResponse
 from apikeyrouter.domain.models.routing_decision import RoutingDecision
+from apikeyrouter.domain.models.trusted import trusted
 from apikeyrouter.infrastructure.observability.logger import get_logger
 from apikeyrouter.infrastructure.state_store.memory_store import InMemoryStateStore
 from apikeyrouter.orchestration.context import RouterContext
@@ -354,7 +355,8 @@ class ApiKeyRouter:
             if isinstance(result, UpstreamSuccess):
                 await recorder.succeeded(run, lease, result.usage, result.rate_limit)
                 await recorder.finish(run, lease)
-                return RouterResponse.model_construct(  # hot path: no re-validation of the body
+                return trusted(  # hot path: no re-validation of the body
+                    RouterResponse,
                     body=result.body,
                     key_used=lease.key.id,
                     provider_id=lease.key.provider_id,

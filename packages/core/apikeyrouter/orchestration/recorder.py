@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from apikeyrouter.domain.models.api_key import APIKey, KeyState
 from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure, RateLimitInfo
 from apikeyrouter.domain.models.response import AttemptRecord, Usage
+from apikeyrouter.domain.models.trusted import trusted
 from apikeyrouter.orchestration.context import RouterContext
 from apikeyrouter.orchestration.run import PROVIDER_FAILURES, Lease, RequestRun
 from apikeyrouter.utils.exceptions import UpstreamError
@@ -53,7 +55,8 @@ class OutcomeRecorder:
             counters.prompt_tokens += usage.prompt_tokens
             counters.completion_tokens += usage.completion_tokens
         counters.last_used_at = now
-        record = AttemptRecord.model_construct(  # hot path: fields known, skip validation
+        record = trusted(  # hot path: fields known, skip validation
+            AttemptRecord,
             key_id=key.id,
             provider_id=key.provider_id,
             outcome="success",
@@ -145,7 +148,8 @@ class OutcomeRecorder:
         run.failures.append(failure)
         run.step_failures.append(failure)
         run.attempts.append(
-            AttemptRecord.model_construct(
+            trusted(
+                AttemptRecord,
                 key_id=key.id,
                 provider_id=key.provider_id,
                 outcome=failure.kind.value,
@@ -240,7 +244,10 @@ class OutcomeRecorder:
                 ctx.decision_log.submit(decision)
             else:
                 await ctx.store.record_decision(decision)
-        ctx.log.info(
+        log = ctx.log
+        if not log.isEnabledFor(logging.INFO):  # skip building the event when it is dropped
+            return
+        log.info(
             "routed",
             request_id=run.intent.request_id,
             key_id=lease.key.id,

@@ -28,7 +28,8 @@ from apikeyrouter.domain.models.cost_model import Budget, CostEstimate
 from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.outcome import FailureKind
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent
-from apikeyrouter.domain.models.routing_decision import RoutingDecision
+from apikeyrouter.domain.models.routing_decision import CandidateScore, RoutingDecision
+from apikeyrouter.domain.models.trusted import trusted
 from apikeyrouter.orchestration.context import RouterContext
 from apikeyrouter.orchestration.run import PROVIDER_FAILURES, Lease, RequestRun
 from apikeyrouter.utils.exceptions import (
@@ -157,23 +158,10 @@ class KeySelector:
         now = ctx.clock()
         found = self.candidates(run, now)
         run.last_excluded = found.excluded
-        decision = RoutingDecision.model_construct(  # hot path: all fields given, no validation
-            request_id=intent.request_id,
-            objective=run.objective or ctx.engine.default_objective,
-            model=intent.model,
-            chosen_key_id=None,
-            provider_id=None,
-            candidates=[],
-            considered=found.considered,
-            excluded=found.excluded,
-            attempt=len(run.attempts) + 1,
-            explanation="",
-            at=now,
-        )
         if not found.candidates:
+            decision = self._decision(run, found, [], None, now)
             return self.no_key_error(run, decision, found.earliest_ready_at, now)
         ranking = ctx.engine.rank(found.candidates, ctx.stats, intent.model, run.objective)
-        decision.candidates = ranking.scores
         prompt_tokens = estimate_prompt_tokens(intent)
         allowance = completion_allowance(intent)
         tokens = float(prompt_tokens + allowance)
@@ -212,6 +200,7 @@ class KeySelector:
                 await ctx.store.reserve(requests, now) if requests else ReservationRefusal(None)
             )
             if isinstance(reserved, ReservationRefusal):
+                decision = self._decision(run, found, ranking.scores, None, now)
                 return await self._refused(run, decision, found, reserved, requests, budgets, now)
             if reserved.key_id not in half_open or await ctx.store.try_acquire_probe(
                 reserved.key_id, now
@@ -222,15 +211,15 @@ class KeySelector:
             requests = [r for r in requests if r.key_id != reserved.key_id]
         key = ctx.keys.get(reserved.key_id)
         ctx.quota.charged(key, reserved.amounts, now)
-        decision.chosen_key_id = key.id
-        decision.provider_id = key.provider_id
-        decision.explanation = explain(decision)
+        decision = self._decision(run, found, ranking.scores, key, now)
+        explanation = explain(decision)
         if run.attempts:
-            decision.explanation += "; failed over from " + ", ".join(
+            explanation += "; failed over from " + ", ".join(
                 f"{a.key_id} ({a.outcome})" for a in run.attempts
             )
         if run.step.reason != "requested":
-            decision.explanation += f"; serving {run.step} as {run.step.reason}"
+            explanation += f"; serving {run.step} as {run.step.reason}"
+        decision.explanation = explanation
         ctx.stats.setdefault(key.id, KeyStats()).in_flight += 1
         return Lease(
             key=key,
@@ -242,6 +231,29 @@ class KeySelector:
             cost_estimate=estimates[key.provider_id][0],
             budgets=budgets[key.id],
             probe=key.id in half_open,
+        )
+
+    def _decision(
+        self,
+        run: RequestRun,
+        found: CandidateSet,
+        scores: list[CandidateScore],
+        chosen: APIKey | None,
+        now: float,
+    ) -> RoutingDecision:
+        return trusted(  # hot path: every field given, no validation
+            RoutingDecision,
+            request_id=run.step_intent.request_id,
+            objective=run.objective or self._ctx.engine.default_objective,
+            model=run.step_intent.model,
+            chosen_key_id=None if chosen is None else chosen.id,
+            provider_id=None if chosen is None else chosen.provider_id,
+            candidates=scores,
+            considered=found.considered,
+            excluded=found.excluded,
+            attempt=len(run.attempts) + 1,
+            explanation="",
+            at=now,
         )
 
     async def _refused(

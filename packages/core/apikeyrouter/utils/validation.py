@@ -10,6 +10,7 @@ from apikeyrouter.domain.models.request_context import (
     RoutingObjective,
     new_request_id,
 )
+from apikeyrouter.domain.models.trusted import trusted
 from apikeyrouter.utils.exceptions import InvalidRequestError
 
 _REQUIRED_INPUT = {
@@ -53,7 +54,8 @@ def _raw_intent(
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequestError("'stream' must be a boolean", param="stream")
-    return RequestIntent.model_construct(
+    return trusted(
+        RequestIntent,
         endpoint=Endpoint.RAW,
         model=model,
         body=body,
@@ -105,9 +107,9 @@ def intent_from_openai(
         raise InvalidRequestError("embeddings cannot be streamed", param="stream")
     parsed_objective = _parse_objective(objective)
     # Fields are checked above; skip re-validating the (possibly large) body on the hot path.
-    # Every field is given explicitly: model_construct is slow when it must run default
-    # factories (pydantic inspects each factory's signature on every call).
-    return RequestIntent.model_construct(
+    # Every field is given explicitly (see domain.models.trusted).
+    return trusted(
+        RequestIntent,
         endpoint=endpoint,
         model=model,
         body=body,

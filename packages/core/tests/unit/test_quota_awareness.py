@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from apikeyrouter.domain.components.quota_awareness_engine import (
     MINUTE,
-    UNLIMITED,
     QuotaAwarenessEngine,
     TokenEstimateStats,
 )
-from apikeyrouter.domain.interfaces.state_store import ReservationRequest, WindowLimit
+from apikeyrouter.domain.interfaces.state_store import UNLIMITED, ReservationRequest, WindowLimit
 from apikeyrouter.domain.models.api_key import APIKey, KeyLimits, KeyState
 from apikeyrouter.domain.models.outcome import RateLimitInfo
 from apikeyrouter.domain.models.quota_state import CapacityState, Confidence

@@ -32,6 +32,7 @@ from apikeyrouter.domain.models.cost_model import (
     window_seconds,
 )
 from apikeyrouter.domain.models.response import Usage
+from apikeyrouter.domain.models.trusted import trusted
 
 #: Limit given to soft and shadow budget counters: they are charged like hard ones (so their
 #: spend is in the store) but never block. Finite, because every store must carry it (Lua too).
@@ -69,7 +70,8 @@ def parse_model_price(name: str, raw: ModelPrice | Mapping[str, Any]) -> ModelPr
 
 def _cached_tokens(usage: Usage, prompt_tokens: int) -> int:
     """``prompt_tokens_details.cached_tokens`` (every adapter maps its cache hits there)."""
-    details = getattr(usage, "prompt_tokens_details", None)
+    extra = usage.__pydantic_extra__  # adapters put provider-specific usage fields there
+    details = extra.get("prompt_tokens_details") if extra else None
     value = details.get("cached_tokens") if isinstance(details, Mapping) else None
     if value is None and details is not None and not isinstance(details, Mapping):
         value = getattr(details, "cached_tokens", None)
@@ -225,22 +227,20 @@ class CostController:
         if prompt_tokens < 0 or max_completion_tokens < 0:
             raise ValueError("token counts must be >= 0")
         name = self._resolve(model, provider)
-        if name is None:
-            return CostEstimate(
-                model=model,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=max_completion_tokens,
-                usd=None,
-                priced=False,
-            )
-        rate_in, _, rate_out = self._prices[name].rates_for(prompt_tokens)
-        usd = (prompt_tokens * rate_in + max_completion_tokens * rate_out) / TOKENS_PER_PRICE_UNIT
-        return CostEstimate(
+        usd: float | None = None
+        if name is not None:
+            rate_in, _, rate_out = self._prices[name].rates_for(prompt_tokens)
+            usd = (
+                prompt_tokens * rate_in + max_completion_tokens * rate_out
+            ) / TOKENS_PER_PRICE_UNIT
+        return trusted(  # every value checked above: hot path, no re-validation
+            CostEstimate,
             model=model,
             prompt_tokens=prompt_tokens,
             completion_tokens=max_completion_tokens,
+            cached_tokens=0,
             usd=usd,
-            priced=True,
+            priced=name is not None,
             priced_as=name,
         )
 
@@ -250,26 +250,20 @@ class CostController:
         completion = max(0, usage.completion_tokens)
         cached = _cached_tokens(usage, prompt)
         name = self._resolve(model, provider)
-        if name is None:
-            return CostEstimate(
-                model=model,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cached_tokens=cached,
-                usd=None,
-                priced=False,
-            )
-        rate_in, rate_cached, rate_out = self._prices[name].rates_for(prompt)
-        usd = (
-            (prompt - cached) * rate_in + cached * rate_cached + completion * rate_out
-        ) / TOKENS_PER_PRICE_UNIT
-        return CostEstimate(
+        usd: float | None = None
+        if name is not None:
+            rate_in, rate_cached, rate_out = self._prices[name].rates_for(prompt)
+            usd = (
+                (prompt - cached) * rate_in + cached * rate_cached + completion * rate_out
+            ) / TOKENS_PER_PRICE_UNIT
+        return trusted(
+            CostEstimate,
             model=model,
             prompt_tokens=prompt,
             completion_tokens=completion,
             cached_tokens=cached,
             usd=usd,
-            priced=True,
+            priced=name is not None,
             priced_as=name,
         )
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from apikeyrouter.domain.interfaces.state_store import StateStore, WindowLimit
+from apikeyrouter.domain.interfaces.state_store import UNLIMITED, StateStore, WindowLimit
 from apikeyrouter.domain.models.api_key import APIKey, KeyLimits, KeyState
 from apikeyrouter.domain.models.outcome import RateLimitInfo
 from apikeyrouter.domain.models.quota_state import (
@@ -34,9 +34,6 @@ from apikeyrouter.infrastructure.state_store.window_counter import (
     WindowCounter,
 )
 
-#: A window with no known limit: counted (so a limit learned later starts from real usage)
-#: but never blocking. Finite, so every store can encode it.
-UNLIMITED = 1e18
 MINUTE = 60.0
 DAY = 86_400.0
 MONTH = 30 * DAY

@@ -14,6 +14,10 @@ from apikeyrouter.domain.models.api_key import APIKey, KeyState, StateTransition
 from apikeyrouter.domain.models.quota_state import WindowUsage
 from apikeyrouter.domain.models.routing_decision import RoutingDecision
 
+#: A window with no known limit: counted (so a limit learned later starts from real usage)
+#: but never blocking. Finite, so every store can encode it.
+UNLIMITED = 1e18
+
 
 @dataclass(frozen=True, slots=True)
 class WindowLimit:

@@ -20,6 +20,7 @@ from apikeyrouter.domain.interfaces.provider_adapter import ProviderAdapter
 from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure
 from apikeyrouter.domain.models.request_context import Endpoint
 from apikeyrouter.domain.models.response import Usage
+from apikeyrouter.domain.models.trusted import trusted
 from apikeyrouter.infrastructure.transport.aiohttp_transport import AiohttpTransport
 from apikeyrouter.infrastructure.transport.base import (
     HttpResponse,
@@ -118,7 +119,7 @@ def usage_from_openai(raw: Any) -> Usage:
     prompt = int(raw.get("prompt_tokens") or 0)
     completion = int(raw.get("completion_tokens") or 0)
     total = int(raw.get("total_tokens") or prompt + completion)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+    return trusted(Usage, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 @dataclass(frozen=True, slots=True)

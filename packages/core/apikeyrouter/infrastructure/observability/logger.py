@@ -62,9 +62,12 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
 
 
 def get_logger(name: str = LOGGER_NAME) -> Any:
-    """A structlog logger over stdlib logging; independent of global structlog config."""
+    """A structlog logger over stdlib logging; independent of global structlog config.
+
+    Bound once here: the lazy proxy ``wrap_logger`` returns would build a new bound logger on
+    every call, which the per-request paths cannot afford."""
     return structlog.wrap_logger(
         logging.getLogger(name),
         processors=_PROCESSORS,
         wrapper_class=structlog.stdlib.BoundLogger,
-    )
+    ).bind()

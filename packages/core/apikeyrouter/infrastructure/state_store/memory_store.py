@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from apikeyrouter.domain.interfaces.state_store import (
+    UNLIMITED,
     CircuitPolicy,
     CircuitSnapshot,
     CircuitState,
@@ -123,7 +124,7 @@ class InMemoryStateStore(StateStore):
             never = False
             blocked_until = now
             for counter, limit_value, amount in checks:
-                if not counter.fits(now, amount, limit_value):
+                if limit_value < UNLIMITED and not counter.fits(now, amount, limit_value):
                     blocked = True
                     at = counter.retry_at(now, amount, limit_value)
                     if at is None:
