@@ -82,7 +82,6 @@ class AiohttpTransport(HttpTransport):
             session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
                 raise_for_status=False,
             )
             self._session = session
@@ -99,10 +98,17 @@ class AiohttpTransport(HttpTransport):
     ) -> HttpResponse:
         session = self._get_session()
         try:
-            async with asyncio.timeout(timeout):
-                async with session.request(method, url, headers=headers, data=body) as response:
-                    payload = await response.read()
-                    return HttpResponse(response.status, _lower_headers(response.headers), payload)
+            # aiohttp's own total timeout covers connect, send and the body read with the one
+            # timer it arms anyway (an asyncio.timeout around it would arm a second).
+            async with session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                payload = await response.read()
+                return HttpResponse(response.status, _lower_headers(response.headers), payload)
         except TimeoutError as exc:
             raise TransportTimeout(f"no response within {timeout:.3g}s") from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
