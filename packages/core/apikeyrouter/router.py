@@ -366,6 +366,7 @@ class ApiKeyRouter:
                     attempts=run.attempts,
                     latency_ms=round((time.monotonic() - run.started) * 1000.0, 3),
                     cost_usd=lease.cost_estimate.usd,
+                    raw_body=result.raw,
                 )
             if not await recorder.failed(run, lease, result):
                 await recorder.finish(run, lease)

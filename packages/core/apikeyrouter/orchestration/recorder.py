@@ -48,13 +48,10 @@ class OutcomeRecorder:
                 expected=key.state,
             )
         await self._throttle_if_drained(key, rate_limit, now, run.intent.request_id)
-        counters = key.usage
-        counters.requests += 1
-        counters.successes += 1
-        if usage is not None:
-            counters.prompt_tokens += usage.prompt_tokens
-            counters.completion_tokens += usage.completion_tokens
-        counters.last_used_at = now
+        if usage is None:
+            key.usage.record_success(0, 0, now)
+        else:
+            key.usage.record_success(usage.prompt_tokens, usage.completion_tokens, now)
         record = trusted(  # hot path: fields known, skip validation
             AttemptRecord,
             key_id=key.id,

@@ -21,6 +21,9 @@ class UpstreamSuccess:
     usage: Usage
     rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
     status: int = 200
+    #: The upstream's bytes when ``body`` is exactly their parse (no translation), so the
+    #: proxy can pass them on without serialising ``body`` again. None after a translation.
+    raw: bytes | None = None
 
 
 class UpstreamStream(ABC):

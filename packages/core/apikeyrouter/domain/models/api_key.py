@@ -83,6 +83,12 @@ class KeyLimits(BaseModel):
         return all(v is None for v in self.model_dump().values())
 
 
+#: The counters :meth:`KeyUsage.record_success` writes.
+_SUCCESS_FIELDS = frozenset(
+    {"requests", "successes", "prompt_tokens", "completion_tokens", "last_used_at"}
+)
+
+
 class KeyUsage(BaseModel):
     """Lifetime counters. Cheap to update; windowed counters live in the state store."""
 
@@ -95,6 +101,18 @@ class KeyUsage(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     last_used_at: float | None = None
+
+    def record_success(self, prompt_tokens: int, completion_tokens: int, at: float) -> None:
+        """Count one served request. Runs on every request, so it writes the fields directly
+        (pydantic's ``__setattr__`` costs about a microsecond per field and checks nothing
+        here: assignment is not validated)."""
+        fields = self.__dict__
+        fields["requests"] += 1
+        fields["successes"] += 1
+        fields["prompt_tokens"] += prompt_tokens
+        fields["completion_tokens"] += completion_tokens
+        fields["last_used_at"] = at
+        self.__pydantic_fields_set__.update(_SUCCESS_FIELDS)
 
 
 class APIKey(BaseModel):

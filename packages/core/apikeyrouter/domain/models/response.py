@@ -43,6 +43,15 @@ class RouterResponse(BaseModel):
     cost_usd: float | None = Field(
         default=None, description="Estimated cost of the call (None when the model is unpriced)."
     )
+    raw_body: bytes | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description=(
+            "The upstream's response bytes when ``body`` is exactly their parse (an "
+            "OpenAI-format provider, nothing translated): what a proxy passes on as is."
+        ),
+    )
 
     @property
     def content(self) -> str | None:

@@ -17,30 +17,33 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 _object_setattr = object.__setattr__
-#: Classes checked once: class -> whether extra fields are allowed (``extra="allow"``).
-_checked: dict[type[BaseModel], bool] = {}
+#: Classes checked once: class -> (its field names, whether extra fields are allowed).
+_checked: dict[type[BaseModel], tuple[frozenset[str], bool]] = {}
 
 
-def _check(cls: type[BaseModel]) -> bool:
+def _check(cls: type[BaseModel]) -> tuple[frozenset[str], bool]:
     if cls.__pydantic_root_model__ or cls.__private_attributes__ or cls.__pydantic_post_init__:
         raise TypeError(f"{cls.__name__} cannot be built by trusted(); use model_construct")
-    allows_extra = cls.model_config.get("extra") == "allow"
-    _checked[cls] = allows_extra
-    return allows_extra
+    checked = _checked[cls] = (
+        frozenset(cls.__pydantic_fields__),
+        cls.model_config.get("extra") == "allow",
+    )
+    return checked
 
 
 def trusted(cls: type[M], **values: Any) -> M:
     """An instance of ``cls`` holding ``values`` (every field, already valid) as they are."""
-    allows_extra = _checked.get(cls)
-    if allows_extra is None:
-        allows_extra = _check(cls)
-    if values.keys() != cls.__pydantic_fields__.keys():
-        missing = sorted(cls.__pydantic_fields__.keys() - values.keys())
-        unknown = sorted(values.keys() - cls.__pydantic_fields__.keys())
+    checked = _checked.get(cls)
+    if checked is None:
+        checked = _check(cls)
+    names, allows_extra = checked
+    if values.keys() != names:
+        missing = sorted(names - values.keys())
+        unknown = sorted(values.keys() - names)
         raise TypeError(f"trusted({cls.__name__}): missing {missing}, unknown {unknown}")
     model = cls.__new__(cls)
     _object_setattr(model, "__dict__", values)
-    _object_setattr(model, "__pydantic_fields_set__", set(values))
+    _object_setattr(model, "__pydantic_fields_set__", set(names))
     _object_setattr(model, "__pydantic_extra__", {} if allows_extra else None)
     _object_setattr(model, "__pydantic_private__", None)
     return model

@@ -142,6 +142,7 @@ class JsonReply:
 
     payload: dict[str, Any]
     headers: Mapping[str, str]
+    raw: bytes  # the body ``payload`` was parsed from
 
 
 class HttpProviderAdapter(ProviderAdapter):
@@ -190,7 +191,7 @@ class HttpProviderAdapter(ProviderAdapter):
         payload = parse_json_object(response.body)
         if payload is None:
             return not_json_failure()
-        return JsonReply(payload, response.headers)
+        return JsonReply(payload, response.headers, response.body)
 
     async def _open_stream(
         self, url: str, body: bytes, call: UpstreamCall

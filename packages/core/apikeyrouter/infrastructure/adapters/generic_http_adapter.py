@@ -509,7 +509,8 @@ class GenericHttpAdapter(HttpProviderAdapter):
                     FailureKind.PROVIDER_ERROR, status, "upstream returned a body that is not JSON"
                 )
             if self.config.usage_path is None:
-                return UpstreamSuccess(body, usage_from_openai(body.get("usage")), rate_limit)
+                usage = usage_from_openai(body.get("usage"))
+                return UpstreamSuccess(body, usage, rate_limit, status, raw=payload)
         else:
             body = body_as_dict(payload)
         return UpstreamSuccess(

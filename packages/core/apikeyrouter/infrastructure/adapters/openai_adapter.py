@@ -188,7 +188,7 @@ class OpenAIAdapter(HttpProviderAdapter):
             return reply
         rate_limit = parse_openai_headers(reply.headers, self._clock())
         usage = usage_from_openai(reply.payload.get("usage"))
-        return UpstreamSuccess(reply.payload, usage, rate_limit)
+        return UpstreamSuccess(reply.payload, usage, rate_limit, raw=reply.raw)
 
     async def open_stream(self, intent: RequestIntent, secret: str, timeout: float) -> StreamResult:
         url, body = self._urls[intent.endpoint], self._body(intent, stream=True)

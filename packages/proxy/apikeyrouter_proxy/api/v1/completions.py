@@ -2,9 +2,9 @@
 
 Per request: check the client key, read the body once (size-limited), ``orjson`` parse,
 validate the few fields routing needs (``intent_from_openai``), route, and answer with the
-upstream body re-serialized by ``orjson``: no pydantic request or response model, no dependency
-injection, no re-validation. Fields the proxy does not understand travel untouched inside the
-body dict to the upstream.
+upstream's bytes as they came (after a translation, the body encoded by ``orjson``): no
+pydantic request or response model, no dependency injection, no re-validation. Fields the
+proxy does not understand travel untouched inside the body dict to the upstream.
 """
 
 from __future__ import annotations
@@ -93,10 +93,12 @@ class CompletionEndpoint:
         runtime.record_usage(
             response.key_used, response.provider_id, response.model, ctx.client_id, response.usage
         )
+        # An OpenAI-format upstream's bytes go out as they came; a translated body is encoded.
+        raw = response.raw_body
         await send_json(
             send,
             ctx,
             200,
-            orjson.dumps(response.body),
+            raw if raw is not None else orjson.dumps(response.body),
             routing_headers(response.key_used, response.provider_id, len(attempts), cost),
         )
