@@ -36,6 +36,7 @@ from apikeyrouter.domain.interfaces.state_store import (
 )
 from apikeyrouter.domain.models.api_key import KeyState
 from apikeyrouter.infrastructure.state_store.memory_store import InMemoryStateStore
+from apikeyrouter.infrastructure.state_store.redis_scripts import ALL_SCRIPTS
 from apikeyrouter.infrastructure.state_store.redis_store import RedisStateStore
 from apikeyrouter.infrastructure.state_store.resilient_store import (
     ResilientStateStore,
@@ -44,6 +45,7 @@ from apikeyrouter.infrastructure.state_store.resilient_store import (
     is_unavailable_error,
 )
 from apikeyrouter.utils.exceptions import ApiKeyRouterError
+from redis.asyncio import Redis
 
 from tests.unit import test_memory_store as contract
 
@@ -578,6 +580,14 @@ async def test_closed_mode_answers_503_quickly_and_recovers_on_restart(
         await private_redis.restart()
         await eventually(lambda: not store.is_degraded, RECOVERY_DEADLINE, "recovery")
         assert seen == [True, False]
+        # The recovery probe loaded every script into the new server before any request ran.
+        admin: Redis = Redis.from_url(private_redis.url)
+        try:
+            assert await admin.script_exists(*(s.sha for s in ALL_SCRIPTS)) == [True] * len(
+                ALL_SCRIPTS
+            )
+        finally:
+            await admin.aclose()
         assert await store.get_key("k1") is not None  # restored: the restart lost everything
         assert isinstance(await store.reserve([rpm_request("k1")], now), Reservation)
 

@@ -435,3 +435,19 @@ if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return 1
 """
 )
+
+
+#: Every script above: loaded ahead of traffic by ``RedisStateStore.prepare``.
+ALL_SCRIPTS: tuple[LuaScript, ...] = (
+    RESERVE,
+    ADJUST,
+    WINDOW_USAGE,
+    SET_COOLDOWN,
+    COMPARE_AND_SET,
+    PUT_KEY,
+    DELETE_KEY,
+    LIST_KEYS,
+    CIRCUIT,
+    AUDIT_FOR_KEY,
+    APPEND_CAPPED,
+)

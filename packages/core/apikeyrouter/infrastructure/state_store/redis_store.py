@@ -374,6 +374,17 @@ class RedisStateStore(StateStore):
         except (RedisError, OSError):
             return False
 
+    async def prepare(self) -> None:
+        """Load every script in one pipelined round trip. A server that restarted has none,
+        and the first EVALSHA of each would otherwise cost a NOSCRIPT reply, a SCRIPT LOAD
+        and a retry while requests wait."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script in lua.ALL_SCRIPTS:
+                pipe.script_load(script.source)
+            loaded = await pipe.execute()
+        for script, sha in zip(lua.ALL_SCRIPTS, loaded, strict=True):
+            script.sha = sha
+
     async def close(self) -> None:
         await self.stop_listener()
         if self._owns_client:

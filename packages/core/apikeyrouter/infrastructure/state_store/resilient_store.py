@@ -346,8 +346,14 @@ class ResilientStateStore(StateStore):
             return await awaitable
 
     async def _probe(self) -> bool:
+        """Whether the primary answers and is ready for traffic again: the probe also runs
+        ``prepare`` (a restarted Redis gets its scripts back here), so the first requests after
+        recovery do not pay for that and trip the op timeout."""
         try:
-            return bool(await self._bounded(self._primary.ping()))
+            if not await self._bounded(self._primary.ping()):
+                return False
+            await self._bounded(self._primary.prepare())
+            return True
         except Exception as exc:
             if not self._is_store_error(exc):
                 _log.warning("state_store_probe_failed", error=type(exc).__name__)

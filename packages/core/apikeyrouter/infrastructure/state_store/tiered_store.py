@@ -170,6 +170,9 @@ class TieredStateStore(StateStore):
         hot, durable = await asyncio.gather(self._hot.ping(), self._durable.ping())
         return hot and durable
 
+    async def prepare(self) -> None:
+        await asyncio.gather(self._hot.prepare(), self._durable.prepare())
+
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait (up to ``timeout``) until every queued decision reached MongoDB."""
         if self._writer is None or self._writer.done():
