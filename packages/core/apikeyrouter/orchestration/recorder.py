@@ -27,15 +27,11 @@ class OutcomeRecorder:
         key = lease.key
         latency_ms = (time.monotonic() - lease.started) * 1000.0
         now = ctx.clock()
-        stats = ctx.stats[key.id]
-        stats.in_flight -= 1
-        stats.served += 1
-        stats.last_used_at = now
-        stats.record_latency(latency_ms)
-        stats.record_result(True)
-        charged_tokens = await self._commit(run, lease, usage, now)
+        ctx.stats[key.id].record_success(latency_ms, now)
+        charged_tokens, cost_usd = await self._commit(run, lease, usage, now)
         ctx.quota.consumed(key, 1.0, charged_tokens, now)
-        await ctx.quota.observe(key, rate_limit, now)
+        if not rate_limit.is_empty():
+            await ctx.quota.observe(key, rate_limit, now)
         if key.id in ctx.circuits:  # only keys that have failed have an entry
             await ctx.store.record_success(key.id, now)
             ctx.circuits.pop(key.id, None)
@@ -47,11 +43,12 @@ class OutcomeRecorder:
                 request_id=run.intent.request_id,
                 expected=key.state,
             )
-        await self._throttle_if_drained(key, rate_limit, now, run.intent.request_id)
+        if not rate_limit.is_empty():  # after the line above: "0 remaining" wins over it
+            await self._throttle_if_drained(key, rate_limit, now, run.intent.request_id)
         if usage is None:
-            key.usage.record_success(0, 0, now)
+            key.usage.record_success(0, 0, cost_usd, now)
         else:
-            key.usage.record_success(usage.prompt_tokens, usage.completion_tokens, now)
+            key.usage.record_success(usage.prompt_tokens, usage.completion_tokens, cost_usd, now)
         record = trusted(  # hot path: fields known, skip validation
             AttemptRecord,
             key_id=key.id,
@@ -65,14 +62,16 @@ class OutcomeRecorder:
 
     async def _commit(
         self, run: RequestRun, lease: Lease, usage: Usage | None, now: float
-    ) -> float:
-        """Replace the reservation's estimates with what the provider counted and charged."""
+    ) -> tuple[float, float | None]:
+        """Replace the reservation's estimates with what the provider counted and charged.
+
+        Returns the tokens charged and the actual cost (None when unknown)."""
         ctx = self._ctx
         key = lease.key
         reserved = lease.reservation.amounts
         reserved_tokens = reserved.get("tokens", 0.0)
         if usage is None or not usage.total_tokens:
-            return reserved_tokens  # nothing reported: the estimate stands
+            return reserved_tokens, None  # nothing reported: the estimate stands
         # Providers charge the rate limit for the completion they allowed up front
         # (max_tokens), not only for what was generated: count what they count.
         allowance = run.step_intent.max_tokens or 0
@@ -86,7 +85,6 @@ class OutcomeRecorder:
         if cost.usd is not None:
             actual["spend"] = cost.usd
             ctx.cost.reconcile(lease.cost_estimate, cost)
-            key.usage.cost_usd += cost.usd
         if any(actual.get(m, a) != a for m, a in reserved.items()) or lease.budgets:
             await ctx.store.commit(lease.reservation, actual)
             delta = {m: actual[m] - reserved.get(m, 0.0) for m in actual if m in reserved}
@@ -95,7 +93,7 @@ class OutcomeRecorder:
             ctx.quota.record_token_estimate(lease.estimated_prompt_tokens, usage.prompt_tokens)
         if lease.budgets:
             await self._check_soft_budgets(lease, now)
-        return charged_tokens
+        return charged_tokens, cost.usd
 
     async def _check_soft_budgets(self, lease: Lease, now: float) -> None:
         ctx = self._ctx

@@ -11,7 +11,6 @@ import asyncio
 import time
 
 from apikeyrouter.domain.components.candidate_filter import CandidateSet, collect_candidates
-from apikeyrouter.domain.components.routing_engine import explain
 from apikeyrouter.domain.components.token_estimator import (
     completion_allowance,
     estimate_prompt_tokens,
@@ -212,14 +211,6 @@ class KeySelector:
         key = ctx.keys.get(reserved.key_id)
         ctx.quota.charged(key, reserved.amounts, now)
         decision = self._decision(run, found, ranking.scores, key, now)
-        explanation = explain(decision)
-        if run.attempts:
-            explanation += "; failed over from " + ", ".join(
-                f"{a.key_id} ({a.outcome})" for a in run.attempts
-            )
-        if run.step.reason != "requested":
-            explanation += f"; serving {run.step} as {run.step.reason}"
-        decision.explanation = explanation
         ctx.stats.setdefault(key.id, KeyStats()).in_flight += 1
         return Lease(
             key=key,
@@ -241,6 +232,12 @@ class KeySelector:
         chosen: APIKey | None,
         now: float,
     ) -> RoutingDecision:
+        notes: list[str] = []
+        if run.attempts:
+            tried = ", ".join(f"{a.key_id} ({a.outcome})" for a in run.attempts)
+            notes.append(f"failed over from {tried}")
+        if run.step.reason != "requested":
+            notes.append(f"serving {run.step} as {run.step.reason}")
         return trusted(  # hot path: every field given, no validation
             RoutingDecision,
             request_id=run.step_intent.request_id,
@@ -252,7 +249,7 @@ class KeySelector:
             considered=found.considered,
             excluded=found.excluded,
             attempt=len(run.attempts) + 1,
-            explanation="",
+            notes=notes,
             at=now,
         )
 
@@ -302,7 +299,6 @@ class KeySelector:
     def no_key_error(
         self, run: RequestRun, decision: RoutingDecision, ready_at: float | None, now: float
     ) -> ApiKeyRouterError:
-        decision.explanation = explain(decision)
         retry_after = max(0.0, ready_at - now) if ready_at is not None else None
         failures = run.step_failures
         kinds = {f.kind for f in failures}

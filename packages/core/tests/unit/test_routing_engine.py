@@ -557,3 +557,24 @@ def test_candidate_set_merge_combines_counts_and_ready_times() -> None:
     first.merge(later)
     assert first.earliest_ready_at == NOW + 4
     assert first.excluded["exhausted"] == 1
+
+
+def test_explanation_is_derived_from_the_fields_and_survives_a_round_trip() -> None:
+    decision = RoutingDecision(
+        request_id="req_1",
+        objective=RoutingObjective.QUOTA,
+        model=MODEL,
+        chosen_key_id="k2",
+        provider_id="openai",
+        considered=2,
+        attempt=2,
+        notes=["failed over from k1 (rate_limited)", "serving openai/m2 as fallback"],
+        at=NOW,
+    )
+    text = decision.explanation
+    assert text.endswith("; failed over from k1 (rate_limited); serving openai/m2 as fallback")
+    dumped = decision.model_dump(mode="json")
+    assert dumped["explanation"] == text  # stored and served with the record
+    assert RoutingDecision.model_validate(dumped).explanation == text
+    decision.chosen_key_id = None  # a field change shows in the next reading
+    assert decision.explanation.startswith("no key could serve")

@@ -22,7 +22,7 @@ DECISION: dict[str, Any] = {
     "considered": 2,
     "excluded": {"cooling_down": 1},
     "attempt": 1,
-    "explanation": "chose k1",
+    "notes": [],
     "at": 1.5,
 }
 USAGE: dict[str, Any] = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}

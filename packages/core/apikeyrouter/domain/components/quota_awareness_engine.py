@@ -64,6 +64,10 @@ class HeaderSnapshot:
     sent_at_observation: float  # our cumulative charges of this metric when it was taken
 
 
+#: ln 2 / half-life: the rate estimate's decay constant.
+_DECAY_PER_SECOND = math.log(2) / RATE_HALF_LIFE_SECONDS
+
+
 @dataclass(slots=True)
 class _Rate:
     """Exponentially decaying rate estimate (units per second)."""
@@ -76,16 +80,16 @@ class _Rate:
             self.updated_at = now
             self.value = 0.0
         elapsed = max(0.0, now - self.updated_at)
-        decay = math.exp(-elapsed * math.log(2) / RATE_HALF_LIFE_SECONDS)
+        decay = math.exp(-elapsed * _DECAY_PER_SECOND)
         # Rate of a decaying sum: amount spread over the half-life's mean lifetime.
-        self.value = self.value * decay + amount * math.log(2) / RATE_HALF_LIFE_SECONDS
+        self.value = self.value * decay + amount * _DECAY_PER_SECOND
         self.updated_at = now
 
     def at(self, now: float) -> float:
         if self.updated_at is None:
             return 0.0
         elapsed = max(0.0, now - self.updated_at)
-        return self.value * math.exp(-elapsed * math.log(2) / RATE_HALF_LIFE_SECONDS)
+        return self.value * math.exp(-elapsed * _DECAY_PER_SECOND)
 
 
 @dataclass(slots=True)

@@ -15,7 +15,9 @@ from apikeyrouter.domain.interfaces.state_store import CircuitState
 from apikeyrouter.domain.models.api_key import APIKey
 from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.request_context import RoutingObjective
-from apikeyrouter.domain.models.routing_decision import CandidateScore, RoutingDecision
+from apikeyrouter.domain.models.routing_decision import CandidateScore, explain
+
+__all__ = ["Candidate", "Ranking", "RoutingEngine", "explain"]
 
 #: USD per 1M tokens (blended) for a key serving a model, or None when unknown.
 PriceLookup = Callable[[APIKey, str], float | None]
@@ -161,33 +163,3 @@ class RoutingEngine:
 
 def _rank_key(item: tuple[float, float, int, Candidate, KeyStats]) -> tuple[float, float, int]:
     return item[0], item[1], item[2]
-
-
-def explain(decision: RoutingDecision) -> str:
-    """One line a human can read: what was chosen, by which objective, and why."""
-    if decision.chosen_key_id is None:
-        excluded = ", ".join(f"{reason}: {count}" for reason, count in decision.excluded.items())
-        return f"no key could serve {decision.model}: {decision.considered} considered" + (
-            f" ({excluded})" if excluded else ""
-        )
-    chosen = next((c for c in decision.candidates if c.key_id == decision.chosen_key_id), None)
-    reason = ""
-    if chosen is not None:
-        parts = ", ".join(f"{k}={v:g}" for k, v in chosen.components.items())
-        reason = f" ({parts})"
-        runner_up = next(
-            (c for c in decision.candidates if c.key_id != decision.chosen_key_id), None
-        )
-        if runner_up is not None:
-            reason += f", next best {runner_up.key_id} scored {runner_up.score:g}"
-    excluded_text = ""
-    if decision.excluded:
-        excluded_text = "; excluded " + ", ".join(
-            f"{reason_}: {count}" for reason_, count in sorted(decision.excluded.items())
-        )
-    attempt = f"attempt {decision.attempt}: " if decision.attempt > 1 else ""
-    return (
-        f"{attempt}chose {decision.chosen_key_id} ({decision.provider_id}) for {decision.model} "
-        f"by {decision.objective.value}{reason}; "
-        f"{decision.considered} key(s) considered{excluded_text}"
-    )

@@ -85,7 +85,7 @@ class KeyLimits(BaseModel):
 
 #: The counters :meth:`KeyUsage.record_success` writes.
 _SUCCESS_FIELDS = frozenset(
-    {"requests", "successes", "prompt_tokens", "completion_tokens", "last_used_at"}
+    {"requests", "successes", "prompt_tokens", "completion_tokens", "cost_usd", "last_used_at"}
 )
 
 
@@ -102,7 +102,9 @@ class KeyUsage(BaseModel):
     cost_usd: float = 0.0
     last_used_at: float | None = None
 
-    def record_success(self, prompt_tokens: int, completion_tokens: int, at: float) -> None:
+    def record_success(
+        self, prompt_tokens: int, completion_tokens: int, cost_usd: float | None, at: float
+    ) -> None:
         """Count one served request. Runs on every request, so it writes the fields directly
         (pydantic's ``__setattr__`` costs about a microsecond per field and checks nothing
         here: assignment is not validated)."""
@@ -111,6 +113,8 @@ class KeyUsage(BaseModel):
         fields["successes"] += 1
         fields["prompt_tokens"] += prompt_tokens
         fields["completion_tokens"] += completion_tokens
+        if cost_usd is not None:
+            fields["cost_usd"] += cost_usd
         fields["last_used_at"] = at
         self.__pydantic_fields_set__.update(_SUCCESS_FIELDS)
 

@@ -27,3 +27,14 @@ class KeyStats:
 
     def record_result(self, success: bool) -> None:
         self.success_rate += SUCCESS_ALPHA * ((1.0 if success else 0.0) - self.success_rate)
+
+    def record_success(self, latency_ms: float, now: float) -> None:
+        """A served request leaves flight: one call per request on the hot path."""
+        self.in_flight -= 1
+        self.served += 1
+        self.last_used_at = now
+        latency = self.latency_ms
+        self.latency_ms = (
+            latency_ms if latency is None else latency + LATENCY_ALPHA * (latency_ms - latency)
+        )
+        self.success_rate += SUCCESS_ALPHA * (1.0 - self.success_rate)
