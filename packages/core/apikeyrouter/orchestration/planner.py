@@ -51,10 +51,15 @@ class ModelGroup(BaseModel):
         return members
 
 
+#: Bound on the cache of one-step plans (model names come from callers).
+_MAX_SINGLE_PLANS = 4096
+
+
 class RoutePlanner:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._groups: dict[str, ModelGroup] = {}
         self._rng = rng or random.Random()
+        self._single: dict[str, list[Step]] = {}
 
     def add_group(self, group: ModelGroup) -> None:
         self._groups[group.name] = group
@@ -85,6 +90,15 @@ class RoutePlanner:
         return [Step(m.model, m.provider or provider_id, label) for m in members]
 
     def steps(self, model: str, policy: ResolvedPolicy) -> list[Step]:
+        """The plan for a request; callers only read it."""
+        if not policy.fallback and model not in self._groups:
+            # The usual plan, one step: shared per model rather than rebuilt per request.
+            single = self._single.get(model)
+            if single is None:
+                if len(self._single) >= _MAX_SINGLE_PLANS:
+                    self._single.clear()
+                single = self._single[model] = [Step(model)]
+            return single
         plan: list[Step] = []
         seen: set[tuple[str, str | None]] = set()
 

@@ -166,7 +166,9 @@ class KeySelector:
         tokens = float(prompt_tokens + allowance)
         client_counters = self._client_counters(run, tokens)
         estimates: dict[str, tuple[CostEstimate, dict[str, float]]] = {}
-        budgets: dict[str, tuple[Budget, ...]] = {}
+        budgets: dict[str, tuple[Budget, ...]] = {}  # only keys that have some
+        any_budgets = ctx.cost.has_budgets
+        effective_windows = ctx.quota.effective_windows
         requests: list[ReservationRequest] = []
         half_open: set[str] = set()
         for candidate in ranking.ordered:
@@ -181,11 +183,11 @@ class KeySelector:
                     amounts["spend"] = estimate.usd
                 priced = estimates[key.provider_id] = (estimate, amounts)
             estimate, amounts = priced
-            key_budgets = budgets[key.id] = self._budgets(run, key)
             shared = client_counters
-            if key_budgets:
+            if any_budgets and (key_budgets := self._budgets(run, key)):
+                budgets[key.id] = key_budgets
                 shared += ctx.cost.shared_counters(key_budgets, estimate.usd or 0.0, now)
-            request = ReservationRequest(key.id, ctx.quota.effective_windows(key), amounts, shared)
+            request = ReservationRequest(key.id, effective_windows(key), amounts, shared)
             if candidate.circuit is CircuitState.HALF_OPEN:
                 # A half-open key goes first: otherwise a key ranked below healthy ones would
                 # never be tested and never recover. Its single probe is claimed below, once
@@ -211,7 +213,10 @@ class KeySelector:
         key = ctx.keys.get(reserved.key_id)
         ctx.quota.charged(key, reserved.amounts, now)
         decision = self._decision(run, found, ranking.scores, key, now)
-        ctx.stats.setdefault(key.id, KeyStats()).in_flight += 1
+        stats = ctx.stats.get(key.id)
+        if stats is None:
+            stats = ctx.stats[key.id] = KeyStats()
+        stats.in_flight += 1
         return Lease(
             key=key,
             adapter=ctx.adapters[key.provider_id],
@@ -220,7 +225,7 @@ class KeySelector:
             started=time.monotonic(),
             estimated_prompt_tokens=prompt_tokens,
             cost_estimate=estimates[key.provider_id][0],
-            budgets=budgets[key.id],
+            budgets=budgets.get(key.id, ()),
             probe=key.id in half_open,
         )
 

@@ -58,7 +58,8 @@ def ids(ranking: Ranking) -> list[str]:
 def test_fairness_prefers_least_weighted_load() -> None:
     a, b, c = make_key("a"), make_key("b", weight=2.0), make_key("c", weight=4.0)
     stats = {"a": KeyStats(served=10), "b": KeyStats(served=10), "c": KeyStats(served=40)}
-    ranking = RoutingEngine().rank(cands(a, b, c), stats, MODEL, RoutingObjective.FAIRNESS)
+    engine = RoutingEngine(explained_n=3)
+    ranking = engine.rank(cands(a, b, c), stats, MODEL, RoutingObjective.FAIRNESS)
     # loads: a = 10, b = 5, c = 10 (c ties with a; a was registered first)
     assert ids(ranking) == ["b", "a", "c"]
     assert [s.components["weighted_load"] for s in ranking.scores] == [5.0, 10.0, 10.0]
@@ -220,7 +221,7 @@ def test_set_lookups_replaces_only_what_is_given() -> None:
 
 def test_quota_prefers_most_headroom() -> None:
     headroom = {"a": 0.2, "b": 0.9, "c": 0.5}
-    engine = RoutingEngine(headroom_lookup=lambda key: headroom[key.id])
+    engine = RoutingEngine(headroom_lookup=lambda key: headroom[key.id], explained_n=3)
     keys = [make_key(k) for k in headroom]
     ranking = engine.rank(cands(*keys), {}, MODEL, RoutingObjective.QUOTA)
     assert ids(ranking) == ["b", "c", "a"]
@@ -287,7 +288,8 @@ def test_top_n_larger_than_candidates_returns_all() -> None:
     keys = [make_key(k) for k in "abc"]
     ranking = RoutingEngine(top_n=50).rank(cands(*keys), {}, MODEL)
     assert ids(ranking) == ["a", "b", "c"]
-    assert len(ranking.scores) == 3
+    # The decision records the chosen key and the runner-up: the two its explanation names.
+    assert [s.key_id for s in ranking.scores] == ["a", "b"]
 
 
 def test_empty_candidates_rank_to_nothing() -> None:

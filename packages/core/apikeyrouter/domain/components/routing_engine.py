@@ -51,13 +51,15 @@ class RoutingEngine:
         price_lookup: PriceLookup | None = None,
         headroom_lookup: HeadroomLookup | None = None,
         top_n: int = 4,
-        explained_n: int = 3,
+        explained_n: int = 2,
     ) -> None:
         self.default_objective = default_objective
         self._price = price_lookup
         self._headroom = headroom_lookup
         self.top_n = top_n  # candidates offered to the reservation, best first
-        self.explained_n = explained_n  # candidates whose scores the decision records
+        # Candidates whose scores the decision records: by default the chosen key and the
+        # runner-up, the two its explanation names.
+        self.explained_n = explained_n
 
     def set_lookups(
         self, price_lookup: PriceLookup | None = None, headroom_lookup: HeadroomLookup | None = None
@@ -103,23 +105,24 @@ class RoutingEngine:
     def components(
         self, objective: RoutingObjective, candidate: Candidate, stats: KeyStats, model: str
     ) -> dict[str, float]:
-        """The numbers behind a candidate's score, for the decision record."""
+        """The numbers behind a candidate's score, for the decision record (rounded to six
+        places, as the score is)."""
         key = candidate.key
-        parts = {"weighted_load": _load(stats, key.weight)}
+        parts = {"weighted_load": round(_load(stats, key.weight), 6)}
         if objective is RoutingObjective.RELIABILITY:
-            parts["success_rate"] = stats.success_rate
+            parts["success_rate"] = round(stats.success_rate, 6)
         elif objective is RoutingObjective.LATENCY:
-            parts["latency_ms"] = (
-                stats.latency_ms if stats.latency_ms is not None else _UNKNOWN_LATENCY_MS
-            )
+            latency = stats.latency_ms if stats.latency_ms is not None else _UNKNOWN_LATENCY_MS
+            parts["latency_ms"] = round(latency, 6)
         elif objective is RoutingObjective.COST:
             price = self._price(key, model) if self._price is not None else None
             if price is None:
                 parts["price_unknown"] = 1.0
             else:
-                parts["price_per_mtok"] = price
+                parts["price_per_mtok"] = round(price, 6)
         elif objective is RoutingObjective.QUOTA:
-            parts["headroom"] = self._headroom(key) if self._headroom is not None else 1.0
+            headroom = self._headroom(key) if self._headroom is not None else 1.0
+            parts["headroom"] = round(headroom, 6)
         if candidate.circuit is CircuitState.HALF_OPEN:
             parts["half_open"] = 1.0
         return parts
@@ -149,12 +152,7 @@ class RoutingEngine:
                     item[3].key.id,
                     item[3].key.provider_id,
                     round(item[0], 6),
-                    {
-                        k: round(v, 6)
-                        for k, v in self.components(
-                            chosen_objective, item[3], item[4], model
-                        ).items()
-                    },
+                    self.components(chosen_objective, item[3], item[4], model),
                 )
                 for item in best[: self.explained_n]
             ],
