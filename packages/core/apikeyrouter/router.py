@@ -57,6 +57,10 @@ _Result = TypeVar("_Result", RouterResponse, RoutedStream)
 _NEXT_STEP_ERRORS = (NoKeyAvailableError, ModelNotFoundError)
 
 
+#: Bound on the per-model cache of serving providers (model names come from callers).
+_MAX_CACHED_MODELS = 4096
+
+
 class ApiKeyRouter:
     """Route OpenAI-format requests across registered keys and providers.
 
@@ -114,6 +118,7 @@ class ApiKeyRouter:
         self.policies = self._ctx.policies
         self.planner = RoutePlanner()
         self._selector = KeySelector(self._ctx)
+        self._providers_by_model: dict[str, frozenset[str]] = {}
         self.recorder = OutcomeRecorder(self._ctx)
         self.sync = StoreEventSync(self._ctx)
         if background_decisions is None:
@@ -157,11 +162,13 @@ class ApiKeyRouter:
         )
         self._ctx.providers[provider_id] = provider
         self._ctx.adapters[provider_id] = adapter
+        self._providers_by_model.clear()
         return provider
 
     async def unregister_provider(self, provider_id: str) -> bool:
         """Stop routing to a provider (its keys stay registered, unused, until revoked)."""
         self._ctx.providers.pop(provider_id, None)
+        self._providers_by_model.clear()
         adapter = self._ctx.adapters.pop(provider_id, None)
         if adapter is None:
             return False
@@ -262,7 +269,15 @@ class ApiKeyRouter:
         return intent_from_openai(intent, endpoint)
 
     def _providers_for(self, model: str) -> frozenset[str]:
-        return frozenset(p.id for p in self._ctx.providers.values() if p.serves_model(model))
+        """The providers serving ``model``; cached per model until a provider is registered
+        or removed (providers are replaced, never changed in place)."""
+        found = self._providers_by_model.get(model)
+        if found is None:
+            if len(self._providers_by_model) >= _MAX_CACHED_MODELS:
+                self._providers_by_model.clear()
+            found = frozenset(p.id for p in self._ctx.providers.values() if p.serves_model(model))
+            self._providers_by_model[model] = found
+        return found
 
     def _start_run(
         self, intent: RequestIntent, objective: RoutingObjective | str | None

@@ -33,10 +33,10 @@ def _check(cls: type[BaseModel]) -> tuple[frozenset[str], bool]:
 
 def trusted(cls: type[M], **values: Any) -> M:
     """An instance of ``cls`` holding ``values`` (every field, already valid) as they are."""
-    checked = _checked.get(cls)
-    if checked is None:
-        checked = _check(cls)
-    names, allows_extra = checked
+    try:
+        names, allows_extra = _checked[cls]
+    except KeyError:
+        names, allows_extra = _check(cls)
     if values.keys() != names:
         missing = sorted(names - values.keys())
         unknown = sorted(values.keys() - names)

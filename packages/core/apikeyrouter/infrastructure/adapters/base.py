@@ -122,7 +122,11 @@ def usage_from_openai(raw: Any) -> Usage:
     return trusted(Usage, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
-@dataclass(frozen=True, slots=True)
+# UpstreamCall and JsonReply are built per call and never changed: plain slotted dataclasses,
+# since a frozen one costs three times as much to construct.
+
+
+@dataclass(slots=True)
 class UpstreamCall:
     """What every request of one adapter call shares, handed to the template helpers at once.
 
@@ -136,7 +140,7 @@ class UpstreamCall:
     classify: ErrorClassifier
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JsonReply:
     """A 200 reply whose body is a JSON object; the headers stay for rate-limit parsing."""
 

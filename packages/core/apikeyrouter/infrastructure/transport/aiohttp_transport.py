@@ -16,16 +16,12 @@ from apikeyrouter.infrastructure.transport.base import (
 )
 
 
-def _lower_headers(raw: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in raw.items()}
-
-
 class _AiohttpStream(HttpStreamResponse):
     def __init__(self, response: aiohttp.ClientResponse, read_timeout: float) -> None:
         self._response = response
         self._read_timeout = read_timeout
         self.status = response.status
-        self.headers = _lower_headers(response.headers)
+        self.headers = response.headers  # case-insensitive already: no copy
 
     async def iter_lines(self) -> AsyncIterator[bytes]:
         content = self._response.content
@@ -108,7 +104,7 @@ class AiohttpTransport(HttpTransport):
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
                 payload = await response.read()
-                return HttpResponse(response.status, _lower_headers(response.headers), payload)
+                return HttpResponse(response.status, response.headers, payload)
         except TimeoutError as exc:
             raise TransportTimeout(f"no response within {timeout:.3g}s") from exc
         except (aiohttp.ClientError, ConnectionError) as exc:

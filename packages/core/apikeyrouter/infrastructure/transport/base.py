@@ -22,7 +22,9 @@ class TransportTimeout(TransportError):
 @dataclass(slots=True)
 class HttpResponse:
     status: int
-    headers: Mapping[str, str]  # lower-cased names
+    #: Looked up by lower-case name; aiohttp's mapping is case-insensitive, so it is passed on
+    #: without the per-response copy a lower-cased dict would cost.
+    headers: Mapping[str, str]
     body: bytes
 
 
