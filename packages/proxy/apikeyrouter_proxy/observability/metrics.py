@@ -120,6 +120,7 @@ class ProxyMetrics:
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._overhead_children: dict[str, Histogram] = {}
+        self._spend_children: dict[tuple[str, str], Counter] = {}
 
     def observe(self, ctx: RequestContext, seconds: float) -> None:
         """Record one finished request (hot path: cached children, no label validation)."""
@@ -145,7 +146,11 @@ class ProxyMetrics:
                 overhead = self._overhead_children[route] = self.overhead.labels(route)
             overhead.observe(max(0.0, seconds - upstream))
         if ctx.cost_usd:
-            self.spend.labels(provider, ctx.key_id or "").inc(ctx.cost_usd)
+            spend_key = (provider, ctx.key_id or "")
+            spend = self._spend_children.get(spend_key)
+            if spend is None:
+                spend = self._spend_children[spend_key] = self.spend.labels(*spend_key)
+            spend.inc(ctx.cost_usd)
         if ctx.attempts > 1:
             self._attempt_details(ctx)
 
