@@ -184,14 +184,19 @@ class QuotaAwarenessEngine:
 
     def charged(self, key: APIKey, amounts: dict[str, float], at: float) -> None:
         """Mirror a reservation (or a commit's difference) in this process's view."""
-        quota = self._quota(key.id)
+        quota = self._keys.get(key.id) or self._quota(key.id)
         quota.headroom = None
+        sent = quota.sent
         for metric, amount in amounts.items():
-            quota.sent[metric] = quota.sent.get(metric, 0.0) + amount
+            sent[metric] = sent.get(metric, 0.0) + amount
+        local = quota.local
         for limit in self.effective_windows(key):
             change = amounts.get(limit.metric)
             if change:
-                self._local(quota, limit).add(at, change)
+                counter = local.get((limit.metric, limit.window_seconds))
+                if counter is None:
+                    counter = self._local(quota, limit)
+                counter.add(at, change)
 
     def consumed(self, key: APIKey, requests: float, tokens: float, now: float) -> None:
         """Feed the consumption-rate estimates used by the prediction."""

@@ -23,6 +23,8 @@ __all__ = ["Candidate", "Ranking", "RoutingEngine", "explain"]
 PriceLookup = Callable[[APIKey, str], float | None]
 #: Fraction of quota left in a key's tightest window (1.0 when nothing is limited).
 HeadroomLookup = Callable[[APIKey], float]
+#: A candidate's score for one objective (higher is better): key, its stats, half-open or not.
+Scorer = Callable[[APIKey, KeyStats, bool], float]
 
 _EMPTY_STATS = KeyStats()
 _UNKNOWN_LATENCY_MS = 0.0  # untried keys look fast, so they get explored
@@ -60,6 +62,7 @@ class RoutingEngine:
         # Candidates whose scores the decision records: by default the chosen key and the
         # runner-up, the two its explanation names.
         self.explained_n = explained_n
+        self._scorers = self._model_free_scorers()
 
     def set_lookups(
         self, price_lookup: PriceLookup | None = None, headroom_lookup: HeadroomLookup | None = None
@@ -68,10 +71,19 @@ class RoutingEngine:
             self._price = price_lookup
         if headroom_lookup is not None:
             self._headroom = headroom_lookup
+        self._scorers = self._model_free_scorers()
 
-    def _scorer(
-        self, objective: RoutingObjective, model: str
-    ) -> Callable[[APIKey, KeyStats, bool], float]:
+    def _model_free_scorers(
+        self,
+    ) -> dict[RoutingObjective, Callable[[APIKey, KeyStats, bool], float]]:
+        """Scorers built once: every objective but cost scores the same for any model."""
+        return {
+            objective: self._scorer(objective, "")
+            for objective in RoutingObjective
+            if objective is not RoutingObjective.COST
+        }
+
+    def _scorer(self, objective: RoutingObjective, model: str) -> Scorer:
         """A scoring function for the objective: higher is better. Called once per candidate,
         so it does arithmetic only; the explanatory numbers are computed for the top few."""
         if objective is RoutingObjective.FAIRNESS:
@@ -135,16 +147,17 @@ class RoutingEngine:
         objective: RoutingObjective | None = None,
     ) -> Ranking:
         chosen_objective = objective or self.default_objective
-        score = self._scorer(chosen_objective, model)
+        score = self._scorers.get(chosen_objective) or self._scorer(chosen_objective, model)
         half_open = CircuitState.HALF_OPEN
         get_stats = stats.get
-        # Ties go to the key used longest ago, then to registration order: deterministic.
+        # Ties go to the key used longest ago, then to registration order: deterministic. The
+        # position is unique, so tuples never compare as far as the candidate and its stats.
         scored = [
             (score(c.key, st, c.circuit is half_open), -st.last_used_at, -position, c, st)
             for position, c in enumerate(candidates)
             for st in (get_stats(c.key.id, _EMPTY_STATS),)
         ]
-        best = heapq.nlargest(self.top_n, scored, key=_rank_key)
+        best = heapq.nlargest(self.top_n, scored)
         return Ranking(
             ordered=[item[3] for item in best],
             scores=[
@@ -157,7 +170,3 @@ class RoutingEngine:
                 for item in best[: self.explained_n]
             ],
         )
-
-
-def _rank_key(item: tuple[float, float, int, Candidate, KeyStats]) -> tuple[float, float, int]:
-    return item[0], item[1], item[2]

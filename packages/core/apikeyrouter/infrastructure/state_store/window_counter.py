@@ -14,13 +14,13 @@ BUCKETS_PER_WINDOW = 60
 
 
 class WindowCounter:
-    __slots__ = ("_amounts", "_indexes", "buckets", "width", "window_seconds")
+    __slots__ = ("_amounts", "_indexes", "_size", "buckets", "width", "window_seconds")
 
     def __init__(self, window_seconds: float, buckets: int = BUCKETS_PER_WINDOW) -> None:
         self.window_seconds = window_seconds
         self.buckets = buckets
         self.width = window_seconds / buckets
-        size = buckets + 1
+        self._size = size = buckets + 1
         self._indexes: list[int] = [-1] * size
         self._amounts: list[float] = [0.0] * size
 
@@ -37,16 +37,21 @@ class WindowCounter:
 
     def add(self, at: float, amount: float, now: float | None = None) -> None:
         """Add ``amount`` to the bucket of time ``at`` (dropped if that bucket has expired)."""
-        idx = self._index(at)
-        if now is not None and idx < self._index(now) - self.buckets:
+        # Runs several times per request: the index arithmetic of ``_index`` is inlined.
+        width = self.width
+        idx = math.floor(at / width)
+        if now is not None and idx < math.floor(now / width) - self.buckets:
             return
-        slot = idx % len(self._indexes)
-        if self._indexes[slot] != idx:
-            if self._indexes[slot] > idx:
+        slot = idx % self._size
+        indexes, amounts = self._indexes, self._amounts
+        held = indexes[slot]
+        if held != idx:
+            if held > idx:
                 return  # the slot already holds a newer bucket: ``at`` is long expired
-            self._indexes[slot] = idx
-            self._amounts[slot] = 0.0
-        self._amounts[slot] = max(0.0, self._amounts[slot] + amount)
+            indexes[slot] = idx
+            amounts[slot] = 0.0
+        total = amounts[slot] + amount
+        amounts[slot] = total if total > 0.0 else 0.0
 
     def fits(self, now: float, amount: float, limit: float) -> bool:
         return self.used(now) + amount <= limit
