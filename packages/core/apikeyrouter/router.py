@@ -35,7 +35,7 @@ from apikeyrouter.orchestration.context import RouterContext
 from apikeyrouter.orchestration.decision_log import BackgroundDecisionLog
 from apikeyrouter.orchestration.planner import ModelGroup, RoutePlanner
 from apikeyrouter.orchestration.recorder import OutcomeRecorder
-from apikeyrouter.orchestration.run import RequestRun, Step
+from apikeyrouter.orchestration.run import Lease, RequestRun, Step
 from apikeyrouter.orchestration.selector import KeySelector
 from apikeyrouter.orchestration.sync import StoreEventSync
 from apikeyrouter.router_stream import RoutedStream
@@ -332,6 +332,9 @@ class ApiKeyRouter:
         if request.stream:
             raise InvalidRequestError("use stream() for streaming requests", param="stream")
         run, steps = self._start_run(request, objective)
+        if len(steps) == 1:  # nothing to fall back to: the plan's bookkeeping is not needed
+            run.enter(steps[0])
+            return await self._route_step(run)
         return await self._follow_plan(run, steps, self._route_step)
 
     async def _follow_plan(
@@ -358,8 +361,10 @@ class ApiKeyRouter:
 
     async def _route_step(self, run: RequestRun) -> RouterResponse:
         recorder = self.recorder
+        selector = self._selector
         for _ in range(run.max_attempts):
-            lease = await self._selector.acquire(run)
+            outcome = await selector.try_acquire(run)
+            lease = outcome if isinstance(outcome, Lease) else await selector.acquire(run, outcome)
             try:
                 result = await lease.adapter.send(
                     run.step_intent, self.keys.secret(lease.key), self._attempt_timeout(run)

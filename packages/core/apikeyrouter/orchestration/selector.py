@@ -140,10 +140,16 @@ class KeySelector:
             counters.append(SharedCounter(counter_id, window, tokens))
         return tuple(counters)
 
-    async def acquire(self, run: RequestRun) -> Lease:
-        """Choose and reserve a key, waiting for a reset if configured and worthwhile."""
+    async def acquire(
+        self, run: RequestRun, outcome: Lease | ApiKeyRouterError | None = None
+    ) -> Lease:
+        """Choose and reserve a key, waiting for a reset if configured and worthwhile.
+
+        ``outcome`` is a first :meth:`try_acquire` result the caller already has (the hot path
+        calls that directly and comes here only when it did not get a lease)."""
         while True:
-            outcome = await self.try_acquire(run)
+            if outcome is None:
+                outcome = await self.try_acquire(run)
             if isinstance(outcome, Lease):
                 return outcome
             if not isinstance(outcome, NoKeyAvailableError):
@@ -154,6 +160,7 @@ class KeySelector:
             if retry_at is None or retry_at > min(wait_bound, remaining):
                 raise outcome
             await asyncio.sleep(max(retry_at, 0.001))  # waiting for a reset, by request
+            outcome = None
 
     async def try_acquire(self, run: RequestRun) -> Lease | ApiKeyRouterError:
         ctx = self._ctx
