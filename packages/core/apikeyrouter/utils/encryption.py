@@ -36,16 +36,22 @@ def _decode_master_key(encoded: str) -> bytes:
     return raw
 
 
+#: Bound on cached decoded tokens (one per key in use).
+_DECODED_CACHE_LIMIT = 100_000
+
+
 class KeyEncryptor:
     """Encrypts and decrypts key material; the associated data binds a ciphertext to its key id."""
 
-    __slots__ = ("_aead", "ephemeral")
+    __slots__ = ("_aead", "_decoded", "ephemeral")
 
     def __init__(self, master_key: str | None = None) -> None:
         encoded = master_key if master_key is not None else os.environ.get(MASTER_KEY_ENV)
         self.ephemeral = encoded is None
         raw = _decode_master_key(encoded) if encoded is not None else secrets.token_bytes(32)
         self._aead = AESGCM(raw)
+        #: token -> (nonce, sealed bytes): still ciphertext, decoded once instead of per call.
+        self._decoded: dict[str, tuple[bytes, bytes]] = {}
 
     def __repr__(self) -> str:
         return f"KeyEncryptor(ephemeral={self.ephemeral})"
@@ -55,13 +61,25 @@ class KeyEncryptor:
         sealed = self._aead.encrypt(nonce, plaintext.encode(), key_id.encode())
         return f"{_VERSION}:" + base64.urlsafe_b64encode(nonce + sealed).decode()
 
-    def decrypt(self, token: str, key_id: str) -> str:
+    def _decode(self, token: str, key_id: str) -> tuple[bytes, bytes]:
         version, _, payload = token.partition(":")
         if version != _VERSION:
             raise ConfigurationError(f"unknown ciphertext version for key {key_id}")
+        raw = base64.urlsafe_b64decode(payload.encode())
+        decoded = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+        if len(self._decoded) >= _DECODED_CACHE_LIMIT:
+            self._decoded.clear()
+        self._decoded[token] = decoded
+        return decoded
+
+    def decrypt(self, token: str, key_id: str) -> str:
+        """The plaintext, for one upstream call. Runs per request: the base64 decoding of the
+        token is cached (it is ciphertext either way); the decryption itself is not."""
         try:
-            raw = base64.urlsafe_b64decode(payload.encode())
-            plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], key_id.encode())
+            decoded = self._decoded.get(token)
+            if decoded is None:
+                decoded = self._decode(token, key_id)
+            plain = self._aead.decrypt(decoded[0], decoded[1], key_id.encode())
         except (InvalidTag, binascii.Error, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot decrypt key {key_id}: wrong master key or corrupted record"
