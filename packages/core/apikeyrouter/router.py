@@ -89,7 +89,12 @@ class ApiKeyRouter:
         in-memory one, where an inline write costs nothing."""
         store = store if store is not None else InMemoryStateStore()
         keys = KeyManager(store, KeyEncryptor(master_key), clock)
-        quota = QuotaAwarenessEngine(store, clock)
+        quota = QuotaAwarenessEngine(
+            store,
+            clock,
+            # The in-memory store's counters are this process's view: no second copy.
+            store_counters=store.window_counter if isinstance(store, InMemoryStateStore) else None,
+        )
         self.cost = cost if cost is not None else CostController.default(clock=clock)
         engine = RoutingEngine(
             RoutingObjective(objective),

@@ -212,3 +212,32 @@ def test_token_estimate_statistics() -> None:
     assert summary["mean_rel_error"] == pytest.approx(0.1)
     assert summary["mean_signed_rel_error"] == pytest.approx(0.0)
     assert summary["max_rel_error"] == pytest.approx(0.1)
+
+
+async def test_with_the_in_memory_store_the_engine_reads_its_counters_instead_of_copying() -> None:
+    store = InMemoryStateStore()
+    engine = QuotaAwarenessEngine(store, Clock(), store_counters=store.window_counter)
+    key = make_key(requests_per_minute=10)
+    request = ReservationRequest(key.id, engine.effective_windows(key), {"requests": 4})
+    reserved = await store.reserve([request], T0)
+    engine.charged(key, {"requests": 4}, T0)  # the store counted it: no second count
+    assert hasattr(reserved, "key_id")
+    assert engine.headroom(key) == pytest.approx(0.6)
+    state = await engine.quota_state(key)
+    assert [w.used for w in state.windows if w.metric == "requests"] == [4]
+    # Revoking the key drops the store's counters; a key re-added under the same id starts
+    # from the store's new (empty) ones, not from a stale copy.
+    await store.delete_key(key.id)
+    fresh = make_key(requests_per_minute=10)
+    await store.charge(fresh.id, window(engine, fresh, "requests"), 1, T0)
+    engine.charged(fresh, {"requests": 1}, T0)
+    assert engine.headroom(fresh) == pytest.approx(0.9)
+
+
+async def test_the_router_shares_the_in_memory_stores_counters() -> None:
+    from apikeyrouter import ApiKeyRouter
+
+    router = ApiKeyRouter()
+    assert isinstance(router.store, InMemoryStateStore)
+    assert router.quota._store_counters is not None  # one copy of the windows, not two
+    await router.close()

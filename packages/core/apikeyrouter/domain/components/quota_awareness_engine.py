@@ -140,9 +140,19 @@ class TokenEstimateStats:
 
 
 class QuotaAwarenessEngine:
-    def __init__(self, store: StateStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Callable[[], float] = time.time,
+        *,
+        store_counters: Callable[[str, WindowLimit], WindowCounter] | None = None,
+    ) -> None:
+        """``store_counters`` gives the store's own window counter of a key when those live in
+        this process (the in-memory store): they are then read directly instead of mirrored,
+        one copy instead of two, and charging them is the store's job alone."""
         self._store = store
         self._clock = clock
+        self._store_counters = store_counters
         self._keys: dict[str, KeyQuota] = {}
         self.token_estimates = TokenEstimateStats()
 
@@ -175,7 +185,10 @@ class QuotaAwarenessEngine:
         return quota.windows
 
     # --- local mirror of our own usage ------------------------------------------------------
-    def _local(self, quota: KeyQuota, limit: WindowLimit) -> WindowCounter:
+    def _local(self, key_id: str, quota: KeyQuota, limit: WindowLimit) -> WindowCounter:
+        if self._store_counters is not None:
+            # Looked up each time, never kept: revoking a key replaces its counters.
+            return self._store_counters(key_id, limit)
         window_id = (limit.metric, limit.window_seconds)
         counter = quota.local.get(window_id)
         if counter is None:
@@ -189,13 +202,15 @@ class QuotaAwarenessEngine:
         sent = quota.sent
         for metric, amount in amounts.items():
             sent[metric] = sent.get(metric, 0.0) + amount
+        if self._store_counters is not None:
+            return  # the store's counters are this process's view: the store charged them
         local = quota.local
         for limit in self.effective_windows(key):
             change = amounts.get(limit.metric)
             if change:
                 counter = local.get((limit.metric, limit.window_seconds))
                 if counter is None:
-                    counter = self._local(quota, limit)
+                    counter = self._local(key.id, quota, limit)
                 counter.add(at, change)
 
     def consumed(self, key: APIKey, requests: float, tokens: float, now: float) -> None:
@@ -249,13 +264,14 @@ class QuotaAwarenessEngine:
         if window is None or provider_used <= 0:
             return
         quota = self._quota(key.id)
-        if provider_used <= self._local(quota, window).used(now):
+        if provider_used <= self._local(key.id, quota, window).used(now):
             return  # we already count at least as much: the usual case
         usage = await self._store.window_usage(key.id, [window], now)
         unseen = provider_used - (usage[0].used if usage else 0.0)
         if unseen > 0:
             await self._store.charge(key.id, window, unseen, now)
-            self._local(quota, window).add(now, unseen)
+            if self._store_counters is None:
+                self._local(key.id, quota, window).add(now, unseen)
 
     def record_token_estimate(self, estimated_prompt: int, actual_prompt: int) -> None:
         self.token_estimates.record(estimated_prompt, actual_prompt)
@@ -266,7 +282,7 @@ class QuotaAwarenessEngine:
     ) -> tuple[float, float, Confidence, float | None]:
         """(used, limit, confidence, resets_at) for one window, from local memory only."""
         quota = self._quota(key.id)
-        counter = self._local(quota, limit)
+        counter = self._local(key.id, quota, limit)
         used = counter.used(now)
         confidence = Confidence.ESTIMATED
         resets_at = counter.retry_at(now, limit.limit, limit.limit) if used else None

@@ -98,6 +98,11 @@ class InMemoryStateStore(StateStore):
         return True
 
     # --- usage windows ----------------------------------------------------------------------
+    def window_counter(self, key_id: str, limit: WindowLimit) -> WindowCounter:
+        """The live counter of one window (of a key or a shared counter). For readers in this
+        process only: changes go through reserve/commit/release/charge."""
+        return self._counter(key_id, limit)
+
     def _counter(self, key_id: str, limit: WindowLimit) -> WindowCounter:
         window_id = (key_id, limit.metric, limit.window_seconds)
         counter = self._windows.get(window_id)
