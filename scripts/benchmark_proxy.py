@@ -38,7 +38,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -259,6 +259,7 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     cpu_seconds: float | None = None  # CPU the target process used while measured
+    slice_rps: list[float] = field(default_factory=list)  # req/s of each interleaved slice
 
     @property
     def cpu_us_per_request(self) -> float | None:
@@ -322,6 +323,7 @@ async def measure(
                 part = await load(url, concurrency, seconds / rounds, warmup)
                 cpu_after = cpu_seconds(pid)
                 total = totals[name]
+                total.slice_rps.append(part.rps)
                 total.requests += part.requests
                 total.errors += part.errors
                 total.seconds += part.seconds
@@ -703,6 +705,14 @@ def summarize(results: list[Result], proxy_rss: float | None, fwd_rss: float | N
                 f"  c={concurrency}: proxy throughput = {proxy.rps / fwd.rps:.2f} x bare forwarder"
                 f" ({proxy.rps:.0f} vs {fwd.rps:.0f} req/s)"
             )
+            # Slices taken back to back are paired measurements: their ratios cancel most of
+            # the machine's drift, which the totals above still carry.
+            paired = [p / f for p, f in zip(proxy.slice_rps, fwd.slice_rps, strict=True) if f]
+            if len(paired) > 1:
+                print(
+                    f"  c={concurrency}: per-slice ratios {' '.join(f'{r:.2f}' for r in paired)}"
+                    f" (median {statistics.median(paired):.2f})"
+                )
         if proxy and direct:
             added = proxy.pct(0.5) - direct.pct(0.5)
             print(f"  c={concurrency}: proxy adds {added:.3f} ms at p50 over calling the simulator")
