@@ -125,6 +125,7 @@ class ApiKeyRouter:
         self._selector = KeySelector(self._ctx)
         self._providers_by_model: dict[str, frozenset[str]] = {}
         self.recorder = OutcomeRecorder(self._ctx)
+        keys.removal_listeners.append(self._key_removed)
         self.sync = StoreEventSync(self._ctx)
         if background_decisions is None:
             background_decisions = not isinstance(store, InMemoryStateStore)
@@ -153,6 +154,13 @@ class ApiKeyRouter:
         """Price per 1M tokens for ranking by cost: input and output weighted equally."""
         price = self.cost.price_for(model, key.provider_id)
         return None if price is None else (price.input + price.output) / 2
+
+    def _key_removed(self, key_id: str) -> None:
+        """A revoked or deleted key takes its runtime stats, circuit and quota view with it
+        (key ids come and go; nothing per key may outlive the key)."""
+        self._ctx.stats.pop(key_id, None)
+        self._ctx.circuits.pop(key_id, None)
+        self.quota.forget(key_id)
 
     # --- registration -----------------------------------------------------------------------
     async def register_provider(

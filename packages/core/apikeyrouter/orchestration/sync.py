@@ -278,9 +278,8 @@ class StoreEventSync:
             return fresh
         if current is fresh:
             return current
-        moved = current.provider_id != fresh.provider_id
-        if moved:
-            keys.forget(current.id)
+        if current.provider_id != fresh.provider_id:
+            keys.move(current, fresh.provider_id)
         for name in _DOC_FIELDS:
             setattr(current, name, getattr(fresh, name))
         if fresh.state is current.state and fresh.state_changed_at == current.state_changed_at:
@@ -290,8 +289,6 @@ class StoreEventSync:
         else:
             for name in _STATE_FIELDS:
                 setattr(current, name, getattr(fresh, name))
-        if moved:
-            keys.index(current)
         return current
 
     def _forget(self, key_id: str) -> None:

@@ -77,3 +77,33 @@ async def test_update_can_lift_a_model_restriction() -> None:
     assert key.models == frozenset({"gpt-4o"})  # omitted: unchanged
     await router.keys.update(key.id, models=None)
     assert key.models is None
+
+
+async def test_a_removed_key_takes_its_runtime_state_with_it() -> None:
+    provider = SimulatedProvider(
+        [SimKeyConfig(key="sk-test-admin-0003", label="a"), SimKeyConfig(key="sk-test-admin-0004")]
+    )
+    router = await make_router(provider)
+    await router.register_provider(
+        "other", OpenAIAdapter("http://sim/v1", transport=ASGITransport(provider))
+    )
+    revoked = await router.register_key("sk-test-admin-0003", "openai")
+    deleted = await router.register_key("sk-test-admin-0004", "openai")
+    for _ in range(4):
+        await router.route(dict(BODY))
+    for key in (revoked, deleted):
+        assert router.stats(key.id).served > 0
+        assert key.id in router.quota._keys  # the quota view this test expects to go
+    # Moved to another provider by another process: same key, same runtime state.
+    moved = deleted.model_copy(update={"provider_id": "other"})
+    router.sync.apply_key(moved)
+    assert list(router.keys.keys_for_provider("other")) == [deleted]
+    assert router.stats(deleted.id).served > 0
+
+    await router.keys.revoke(revoked.id)  # revoked here
+    router.keys.forget(deleted.id)  # deleted by another process
+    for key in (revoked, deleted):
+        assert router.stats(key.id).served == 0  # a fresh, empty default
+        assert key.id not in router.quota._keys
+        assert key.id not in router._ctx.stats
+    await router.close()

@@ -47,6 +47,9 @@ class KeyManager:
         self._clock = clock
         self._keys: dict[str, APIKey] = {}
         self._by_provider: dict[str, dict[str, APIKey]] = {}
+        #: Called with a key's id once it is gone for good (revoked here, or deleted by another
+        #: process), so what other components keep per key goes with it.
+        self.removal_listeners: list[Callable[[str], None]] = []
 
     # --- registration and lookup ------------------------------------------------------------
     async def register_key(
@@ -102,7 +105,19 @@ class KeyManager:
         """Stop tracking a key another process deleted (no store write)."""
         known = key_id in self._keys
         self._unindex(key_id)
+        if known:
+            self._removed(key_id)
         return known
+
+    def move(self, key: APIKey, provider_id: str) -> None:
+        """Re-file a tracked key under another provider (its record changed elsewhere)."""
+        self._unindex(key.id)
+        key.provider_id = provider_id
+        self._index(key)
+
+    def _removed(self, key_id: str) -> None:
+        for listener in self.removal_listeners:
+            listener(key_id)
 
     async def load(self) -> int:
         """Fill the local index from the store (keys registered by another process)."""
@@ -243,6 +258,7 @@ class KeyManager:
         await self._store.append_audit(transition)
         await self._store.delete_key(key_id)
         self._unindex(key_id)
+        self._removed(key_id)
         return transition
 
     async def rotate(self, key_id: str, new_material: str, *, actor: str = "operator") -> APIKey:
