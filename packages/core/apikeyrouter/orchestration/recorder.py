@@ -7,6 +7,7 @@ import logging
 import time
 
 from apikeyrouter.domain.models.api_key import APIKey, KeyState
+from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure, RateLimitInfo
 from apikeyrouter.domain.models.response import AttemptRecord, Usage
 from apikeyrouter.domain.models.trusted import trusted
@@ -19,6 +20,12 @@ class OutcomeRecorder:
     def __init__(self, ctx: RouterContext) -> None:
         self._ctx = ctx
 
+    def _stats(self, key_id: str) -> KeyStats:
+        """The key's runtime stats; a throwaway record when the key was revoked (and its stats
+        dropped) while this attempt was in flight."""
+        stats = self._ctx.stats.get(key_id)
+        return stats if stats is not None else KeyStats()
+
     # --- success ----------------------------------------------------------------------------
     async def succeeded(
         self, run: RequestRun, lease: Lease, usage: Usage | None, rate_limit: RateLimitInfo
@@ -27,7 +34,7 @@ class OutcomeRecorder:
         key = lease.key
         latency_ms = (time.monotonic() - lease.started) * 1000.0
         now = ctx.clock()
-        ctx.stats[key.id].record_success(latency_ms, now)
+        self._stats(key.id).record_success(latency_ms, now)
         charged_tokens, cost_usd = await self._commit(run, lease, usage, now)
         ctx.quota.consumed(key, 1.0, charged_tokens, now)
         if not rate_limit.is_empty():
@@ -134,7 +141,7 @@ class OutcomeRecorder:
         key = lease.key
         now = ctx.clock()
         latency_ms = (time.monotonic() - lease.started) * 1000.0
-        stats = ctx.stats[key.id]
+        stats = self._stats(key.id)
         stats.in_flight -= 1
         stats.last_used_at = now
         key.usage.requests += 1
@@ -179,7 +186,7 @@ class OutcomeRecorder:
         elif action.new_state is not None and action.cooldown_until is not None:
             key.cooldown_until = max(key.cooldown_until or 0.0, action.cooldown_until)
             await ctx.store.set_cooldown(key.id, key.cooldown_until)
-        if action.exclude_model:
+        if action.exclude_model and ctx.keys.find(key.id) is not None:  # not revoked since
             await ctx.keys.exclude_model(key.id, run.step_intent.model)
         if action.count_for_circuit:
             ctx.circuits[key.id] = await ctx.store.record_failure(key.id, now, ctx.failures.circuit)
@@ -224,7 +231,7 @@ class OutcomeRecorder:
         """The caller went away mid-call (cancellation): free what the attempt held. An
         abandoned probe counts as failed, so the circuit reopens instead of staying claimed."""
         ctx = self._ctx
-        ctx.stats[lease.key.id].in_flight -= 1
+        self._stats(lease.key.id).in_flight -= 1
         await asyncio.shield(self.release(lease))
         if lease.probe:
             ctx.circuits[lease.key.id] = await asyncio.shield(

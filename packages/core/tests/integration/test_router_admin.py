@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+
 import pytest
 from apikeyrouter import (
     ApiKeyRouter,
@@ -12,6 +15,7 @@ from apikeyrouter import (
 )
 from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
 from apikeyrouter.infrastructure.transport.asgi_transport import ASGITransport
+from apikeyrouter.infrastructure.transport.base import HttpResponse
 from apikeyrouter.testing import SimKeyConfig, SimulatedProvider
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -106,4 +110,36 @@ async def test_a_removed_key_takes_its_runtime_state_with_it() -> None:
         assert router.stats(key.id).served == 0  # a fresh, empty default
         assert key.id not in router.quota._keys
         assert key.id not in router._ctx.stats
+    await router.close()
+
+
+class HeldTransport(ASGITransport):
+    """Holds every request until ``release`` is set, so a test can act while it is in flight."""
+
+    def __init__(self, provider: SimulatedProvider) -> None:
+        super().__init__(provider)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+    ) -> HttpResponse:
+        self.entered.set()
+        await self.release.wait()
+        return await super().request(method, url, headers, body, timeout)
+
+
+async def test_a_request_in_flight_when_its_key_is_revoked_still_completes() -> None:
+    provider = SimulatedProvider([SimKeyConfig(key="sk-test-admin-0005", label="a")])
+    transport = HeldTransport(provider)
+    router = ApiKeyRouter()
+    await router.register_provider("openai", OpenAIAdapter("http://sim/v1", transport=transport))
+    key = await router.register_key("sk-test-admin-0005", "openai")
+    in_flight = asyncio.create_task(router.route(dict(BODY)))
+    await transport.entered.wait()
+    await router.keys.revoke(key.id)  # e.g. a config reload replacing the key
+    transport.release.set()
+    response = await in_flight
+    assert response.key_used == key.id
+    assert key.id not in router._ctx.stats  # the late bookkeeping did not bring it back
     await router.close()

@@ -166,8 +166,11 @@ class KeyManager:
         """Move a key along the state machine.
 
         Raises on a transition the machine forbids. With ``expected``, returns None (and changes
-        nothing) when another actor moved the key first: the caller lost a race, not an error.
+        nothing) when another actor moved the key first or removed it: the caller lost a race,
+        not an error (an attempt that finishes after its key was revoked, say).
         """
+        if expected is not None and key_id not in self._keys:
+            return None
         key = self.get(key_id)
         current = key.state if expected is None else expected
         if not can_transition(current, target):
