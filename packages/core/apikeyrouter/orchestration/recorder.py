@@ -37,7 +37,8 @@ class OutcomeRecorder:
         self._stats(key.id).record_success(latency_ms, now)
         charged_tokens, cost_usd = await self._commit(run, lease, usage, now)
         ctx.quota.consumed(key, 1.0, charged_tokens, now)
-        if not rate_limit.is_empty():
+        reported = not rate_limit.is_empty()  # did the response carry quota headers at all
+        if reported:
             await ctx.quota.observe(key, rate_limit, now)
         if key.id in ctx.circuits:  # only keys that have failed have an entry
             await ctx.store.record_success(key.id, now)
@@ -50,7 +51,7 @@ class OutcomeRecorder:
                 request_id=run.intent.request_id,
                 expected=key.state,
             )
-        if not rate_limit.is_empty():  # after the line above: "0 remaining" wins over it
+        if reported:  # after the line above: "0 remaining" wins over it
             await self._throttle_if_drained(key, rate_limit, now, run.intent.request_id)
         if usage is None:
             key.usage.record_success(0, 0, cost_usd, now)

@@ -74,7 +74,7 @@ class KeySelector:
         intent = run.step_intent
         pinned = run.step.provider_id
         allows = None if run.policy.allows_everything else run.policy.allows
-        merged: CandidateSet | None = None  # only when several providers serve the model
+        merged = CandidateSet()
         chat = intent.endpoint is Endpoint.CHAT  # only chat bodies carry tools and images
         tools, vision = chat and needs_tools(intent), chat and needs_vision(intent)
         for provider_id, provider in ctx.providers.items():
@@ -89,8 +89,6 @@ class KeySelector:
                 or (tools and not caps.tools)
                 or (vision and not caps.vision)
             ):
-                if merged is None:
-                    merged = CandidateSet()
                 merged.exclude("provider_lacks_capability")
                 continue
             found = collect_candidates(
@@ -103,10 +101,8 @@ class KeySelector:
             )
             if len(ctx.providers) == 1:
                 return found
-            if merged is None:
-                merged = CandidateSet()
             merged.merge(found)
-        return merged if merged is not None else CandidateSet()
+        return merged
 
     # --- reservation ------------------------------------------------------------------------
     def _budgets(self, run: RequestRun, key: APIKey) -> tuple[Budget, ...]:

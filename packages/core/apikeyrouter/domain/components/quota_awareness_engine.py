@@ -197,21 +197,17 @@ class QuotaAwarenessEngine:
 
     def charged(self, key: APIKey, amounts: dict[str, float], at: float) -> None:
         """Mirror a reservation (or a commit's difference) in this process's view."""
-        quota = self._keys.get(key.id) or self._quota(key.id)
+        quota = self._quota(key.id)
         quota.headroom = None
         sent = quota.sent
         for metric, amount in amounts.items():
             sent[metric] = sent.get(metric, 0.0) + amount
         if self._store_counters is not None:
             return  # the store's counters are this process's view: the store charged them
-        local = quota.local
         for limit in self.effective_windows(key):
             change = amounts.get(limit.metric)
             if change:
-                counter = local.get((limit.metric, limit.window_seconds))
-                if counter is None:
-                    counter = self._local(key.id, quota, limit)
-                counter.add(at, change)
+                self._local(key.id, quota, limit).add(at, change)
 
     def consumed(self, key: APIKey, requests: float, tokens: float, now: float) -> None:
         """Feed the consumption-rate estimates used by the prediction."""

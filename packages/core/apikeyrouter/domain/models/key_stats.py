@@ -33,8 +33,5 @@ class KeyStats:
         self.in_flight -= 1
         self.served += 1
         self.last_used_at = now
-        latency = self.latency_ms
-        self.latency_ms = (
-            latency_ms if latency is None else latency + LATENCY_ALPHA * (latency_ms - latency)
-        )
-        self.success_rate += SUCCESS_ALPHA * (1.0 - self.success_rate)
+        self.record_latency(latency_ms)
+        self.record_result(True)

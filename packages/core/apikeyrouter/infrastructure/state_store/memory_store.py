@@ -99,11 +99,9 @@ class InMemoryStateStore(StateStore):
 
     # --- usage windows ----------------------------------------------------------------------
     def window_counter(self, key_id: str, limit: WindowLimit) -> WindowCounter:
-        """The live counter of one window (of a key or a shared counter). For readers in this
-        process only: changes go through reserve/commit/release/charge."""
-        return self._counter(key_id, limit)
-
-    def _counter(self, key_id: str, limit: WindowLimit) -> WindowCounter:
+        """The live counter of one window (of a key or a shared counter), created on first use.
+        Readers outside the store only read it: changes go through reserve, commit, release
+        and charge."""
         window_id = (key_id, limit.metric, limit.window_seconds)
         counter = self._windows.get(window_id)
         if counter is None:
@@ -117,12 +115,16 @@ class InMemoryStateStore(StateStore):
         earliest: float | None = None
         for candidate in candidates:
             checks = [
-                (self._counter(candidate.key_id, limit), limit.limit, amount)
+                (self.window_counter(candidate.key_id, limit), limit.limit, amount)
                 for limit in candidate.limits
                 if (amount := candidate.amounts.get(limit.metric, 0.0))
             ]
             checks.extend(
-                (self._counter(shared.counter_id, shared.limit), shared.limit.limit, shared.amount)
+                (
+                    self.window_counter(shared.counter_id, shared.limit),
+                    shared.limit.limit,
+                    shared.amount,
+                )
                 for shared in candidate.shared
             )
             blocked = False
@@ -152,21 +154,21 @@ class InMemoryStateStore(StateStore):
 
     async def commit(self, reservation: Reservation, actual: dict[str, float]) -> None:
         for counter_id, limit, delta in reservation.commit_deltas(actual):
-            self._counter(counter_id, limit).add(reservation.at, delta)
+            self.window_counter(counter_id, limit).add(reservation.at, delta)
 
     async def release(self, reservation: Reservation) -> None:
         for counter_id, limit, delta in reservation.release_deltas():
-            self._counter(counter_id, limit).add(reservation.at, delta)
+            self.window_counter(counter_id, limit).add(reservation.at, delta)
 
     async def charge(self, key_id: str, limit: WindowLimit, amount: float, now: float) -> None:
-        self._counter(key_id, limit).add(now, amount)
+        self.window_counter(key_id, limit).add(now, amount)
 
     async def window_usage(
         self, key_id: str, limits: Sequence[WindowLimit], now: float
     ) -> list[WindowUsage]:
         result = []
         for limit in limits:
-            counter = self._counter(key_id, limit)
+            counter = self.window_counter(key_id, limit)
             used = counter.used(now)
             resets = counter.retry_at(now, limit.limit, limit.limit) if used else None
             result.append(
