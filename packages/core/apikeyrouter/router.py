@@ -39,6 +39,7 @@ from apikeyrouter.orchestration.run import Lease, RequestRun, Step
 from apikeyrouter.orchestration.selector import KeySelector
 from apikeyrouter.orchestration.sync import StoreEventSync
 from apikeyrouter.router_stream import RoutedStream
+from apikeyrouter.utils.bounded_cache import remember
 from apikeyrouter.utils.encryption import KeyEncryptor
 from apikeyrouter.utils.exceptions import (
     ApiKeyRouterError,
@@ -286,10 +287,8 @@ class ApiKeyRouter:
         or removed (providers are replaced, never changed in place)."""
         found = self._providers_by_model.get(model)
         if found is None:
-            if len(self._providers_by_model) >= _MAX_CACHED_MODELS:
-                self._providers_by_model.clear()
-            found = frozenset(p.id for p in self._ctx.providers.values() if p.serves_model(model))
-            self._providers_by_model[model] = found
+            serving = frozenset(p.id for p in self._ctx.providers.values() if p.serves_model(model))
+            found = remember(self._providers_by_model, model, serving, _MAX_CACHED_MODELS)
         return found
 
     def _start_run(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apikeyrouter.domain.models.policy import ResolvedPolicy
 from apikeyrouter.orchestration.run import Step
+from apikeyrouter.utils.bounded_cache import remember
 
 
 class GroupMember(BaseModel):
@@ -95,9 +96,7 @@ class RoutePlanner:
             # The usual plan, one step: shared per model rather than rebuilt per request.
             single = self._single.get(model)
             if single is None:
-                if len(self._single) >= _MAX_SINGLE_PLANS:
-                    self._single.clear()
-                single = self._single[model] = [Step(model)]
+                single = remember(self._single, model, [Step(model)], _MAX_SINGLE_PLANS)
             return single
         plan: list[Step] = []
         seen: set[tuple[str, str | None]] = set()

@@ -15,6 +15,7 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from apikeyrouter.utils.bounded_cache import remember
 from apikeyrouter.utils.exceptions import ConfigurationError
 
 MASTER_KEY_ENV = "APIKEYROUTER_MASTER_KEY"
@@ -67,10 +68,7 @@ class KeyEncryptor:
             raise ConfigurationError(f"unknown ciphertext version for key {key_id}")
         raw = base64.urlsafe_b64decode(payload.encode())
         decoded = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
-        if len(self._decoded) >= _DECODED_CACHE_LIMIT:
-            self._decoded.clear()
-        self._decoded[token] = decoded
-        return decoded
+        return remember(self._decoded, token, decoded, _DECODED_CACHE_LIMIT)
 
     def decrypt(self, token: str, key_id: str) -> str:
         """The plaintext, for one upstream call. Runs per request: the base64 decoding of the

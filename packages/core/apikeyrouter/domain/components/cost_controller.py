@@ -33,6 +33,7 @@ from apikeyrouter.domain.models.cost_model import (
 )
 from apikeyrouter.domain.models.response import Usage
 from apikeyrouter.domain.models.trusted import trusted
+from apikeyrouter.utils.bounded_cache import remember
 
 #: Limit given to soft and shadow budget counters: they are charged like hard ones (so their
 #: spend is in the store) but never block. Finite, because every store must carry it (Lua too).
@@ -180,10 +181,7 @@ class CostController:
             return self._resolved[key]
         except KeyError:
             pass
-        name = self._lookup(model, provider)
-        if len(self._resolved) >= _RESOLVE_CACHE_LIMIT:
-            self._resolved.clear()
-        self._resolved[key] = name
+        name = remember(self._resolved, key, self._lookup(model, provider), _RESOLVE_CACHE_LIMIT)
         if name is None and len(self._unpriced) < _UNPRICED_LIMIT:
             self._unpriced.add(model)
         return name

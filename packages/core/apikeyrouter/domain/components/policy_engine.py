@@ -39,6 +39,7 @@ from apikeyrouter.domain.models.policy import (
     merge_filters,
 )
 from apikeyrouter.domain.models.request_context import RoutingObjective
+from apikeyrouter.utils.bounded_cache import remember
 
 T = TypeVar("T")
 _CacheKey = tuple[str | None, str | None, frozenset[str]]
@@ -239,10 +240,7 @@ class PolicyEngine:
         )
         resolved = self._cache.get(key)
         if resolved is None:
-            resolved = self._resolve(*key)
-            if len(self._cache) >= MAX_CACHE_ENTRIES:
-                self._cache.clear()
-            self._cache[key] = resolved
+            resolved = remember(self._cache, key, self._resolve(*key), MAX_CACHE_ENTRIES)
         return resolved
 
     def _resolve(
