@@ -9,6 +9,7 @@ carry key *ids*, which are random and safe; never key material.
 from __future__ import annotations
 
 import time
+from typing import TypeVar, cast
 
 from apikeyrouter import ApiKeyRouter, KeyState
 from apikeyrouter_proxy.middleware.context import RequestContext
@@ -22,8 +23,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+M = TypeVar("M", bound=MetricWrapperBase)
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
@@ -117,48 +120,40 @@ class ProxyMetrics:
         )
         self.served = 0
         self._status_classes: dict[int, int] = {}
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
-        self._overhead_children: dict[str, Histogram] = {}
-        self._spend_children: dict[tuple[str, str], Counter] = {}
+        #: (metric, label values) -> labelled child: prometheus-client validates the labels
+        #: on every ``labels()`` call, which the hot path should not pay for.
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+    def _child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, built once per label values."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return cast(M, child)
 
     def observe(self, ctx: RequestContext, seconds: float) -> None:
         """Record one finished request (hot path: cached children, no label validation)."""
         route, status = ctx.route, ctx.status
         provider = ctx.provider or ""
-        key = (route, provider, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self.requests.labels(route, provider, str(status))
-            self._request_children[key] = child
-        child.inc()
-        duration = self._duration_children.get(route)
-        if duration is None:
-            duration = self._duration_children[route] = self.duration.labels(route)
-        duration.observe(seconds)
+        self._child(self.requests, route, provider, str(status)).inc()
+        self._child(self.duration, route).observe(seconds)
         self.served += 1
         status_class = status // 100
         self._status_classes[status_class] = self._status_classes.get(status_class, 0) + 1
         upstream = ctx.upstream_seconds
         if upstream is not None:
-            overhead = self._overhead_children.get(route)
-            if overhead is None:
-                overhead = self._overhead_children[route] = self.overhead.labels(route)
-            overhead.observe(max(0.0, seconds - upstream))
+            self._child(self.overhead, route).observe(max(0.0, seconds - upstream))
         if ctx.cost_usd:
-            spend_key = (provider, ctx.key_id or "")
-            spend = self._spend_children.get(spend_key)
-            if spend is None:
-                spend = self._spend_children[spend_key] = self.spend.labels(*spend_key)
-            spend.inc(ctx.cost_usd)
+            self._child(self.spend, provider, ctx.key_id or "").inc(ctx.cost_usd)
         if ctx.attempts > 1:
             self._attempt_details(ctx)
 
     def _attempt_details(self, ctx: RequestContext) -> None:
-        self.failovers.labels(ctx.route).inc()
+        self._child(self.failovers, ctx.route).inc()
         for record in ctx.attempt_records or ():
             if record.status == 429 or record.outcome == "rate_limited":
-                self.upstream_rate_limited.labels(record.provider_id, record.key_id).inc()
+                self._child(self.upstream_rate_limited, record.provider_id, record.key_id).inc()
 
     def status_classes(self) -> dict[str, int]:
         """Requests served so far by status class ("2xx", "4xx", ...)."""
