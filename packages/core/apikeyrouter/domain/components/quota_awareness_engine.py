@@ -278,10 +278,8 @@ class QuotaAwarenessEngine:
     ) -> tuple[float, float, Confidence, float | None]:
         """(used, limit, confidence, resets_at) for one window, from local memory only."""
         quota = self._quota(key.id)
-        counter = self._local(key.id, quota, limit)
-        used = counter.used(now)
+        used, resets_at = self._local(key.id, quota, limit).used_and_reset(now, limit.limit)
         confidence = Confidence.ESTIMATED
-        resets_at = counter.retry_at(now, limit.limit, limit.limit) if used else None
         if limit.window_seconds == MINUTE:
             snapshot = quota.headers.get(limit.metric)
             if snapshot is not None and (snapshot.reset_at is None or snapshot.reset_at > now):

@@ -23,7 +23,7 @@ from apikeyrouter.domain.interfaces.state_store import (
 from apikeyrouter.domain.models.api_key import APIKey, KeyState, StateTransition
 from apikeyrouter.domain.models.quota_state import WindowUsage
 from apikeyrouter.domain.models.routing_decision import RoutingDecision
-from apikeyrouter.infrastructure.state_store.window_counter import WindowCounter
+from apikeyrouter.infrastructure.state_store.window_counter import WindowCounter, window_usage
 
 
 class _Circuit:
@@ -166,21 +166,7 @@ class InMemoryStateStore(StateStore):
     async def window_usage(
         self, key_id: str, limits: Sequence[WindowLimit], now: float
     ) -> list[WindowUsage]:
-        result = []
-        for limit in limits:
-            counter = self.window_counter(key_id, limit)
-            used = counter.used(now)
-            resets = counter.retry_at(now, limit.limit, limit.limit) if used else None
-            result.append(
-                WindowUsage(
-                    metric=limit.metric,
-                    window_seconds=limit.window_seconds,
-                    limit=limit.limit,
-                    used=used,
-                    resets_at=resets,
-                )
-            )
-        return result
+        return [window_usage(self.window_counter(key_id, limit), limit, now) for limit in limits]
 
     # --- cooldowns and circuits -------------------------------------------------------------
     async def set_cooldown(self, key_id: str, until: float) -> None:

@@ -105,6 +105,7 @@ from apikeyrouter.infrastructure.state_store.mongo_codec import (
     usd_to_nanos,
     utc,
 )
+from apikeyrouter.infrastructure.state_store.window_counter import window_usage
 from apikeyrouter.utils.exceptions import ApiKeyRouterError
 
 Collection = AsyncCollection[RawDoc]
@@ -489,21 +490,7 @@ class MongoStateStore(StateStore):
         if not limits:
             return []
         doc = CounterDoc.from_raw(key_id, await self._windows.find_one({"_id": key_id}))
-        result = []
-        for limit in limits:
-            counter = doc.counter(limit)
-            used = counter.used(now)
-            resets = counter.retry_at(now, limit.limit, limit.limit) if used else None
-            result.append(
-                WindowUsage(
-                    metric=limit.metric,
-                    window_seconds=limit.window_seconds,
-                    limit=limit.limit,
-                    used=used,
-                    resets_at=resets,
-                )
-            )
-        return result
+        return [window_usage(doc.counter(limit), limit, now) for limit in limits]
 
     # --- cooldowns --------------------------------------------------------------------------
     async def set_cooldown(self, key_id: str, until: float) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 
+from apikeyrouter.domain.interfaces.state_store import WindowLimit
+from apikeyrouter.domain.models.quota_state import WindowUsage
+
 BUCKETS_PER_WINDOW = 60
 
 
@@ -53,6 +56,12 @@ class WindowCounter:
         total = amounts[slot] + amount
         amounts[slot] = total if total > 0.0 else 0.0
 
+    def used_and_reset(self, now: float, limit: float) -> tuple[float, float | None]:
+        """What the window holds at ``now``, and when it can take a whole ``limit`` again
+        (None while it holds nothing)."""
+        used = self.used(now)
+        return used, (self.retry_at(now, limit, limit) if used else None)
+
     def fits(self, now: float, amount: float, limit: float) -> bool:
         return self.used(now) + amount <= limit
 
@@ -83,3 +92,15 @@ class WindowCounter:
         while self._index(at) <= idx + self.buckets:
             at = math.nextafter(at, math.inf)
         return at
+
+
+def window_usage(counter: WindowCounter, limit: WindowLimit, now: float) -> WindowUsage:
+    """A store's answer for one window, from the counter that holds it."""
+    used, resets_at = counter.used_and_reset(now, limit.limit)
+    return WindowUsage(
+        metric=limit.metric,
+        window_seconds=limit.window_seconds,
+        limit=limit.limit,
+        used=used,
+        resets_at=resets_at,
+    )
