@@ -110,3 +110,24 @@ def test_a_model_with_private_state_is_refused() -> None:
 
     with pytest.raises(TypeError, match="model_construct"):
         trusted(WithPrivate, name="x")
+
+
+def test_a_model_with_its_own_allocation_is_refused() -> None:
+    class Interned(BaseModel):
+        name: str
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Interned:
+            return super().__new__(cls)
+
+    with pytest.raises(TypeError, match="model_construct"):
+        trusted(Interned, name="x")
+
+
+def test_assigning_a_field_afterwards_works_and_keeps_the_fields_set() -> None:
+    record = trusted(
+        AttemptRecord, key_id="k1", provider_id="p", outcome="success", status=200, latency_ms=1.0
+    )
+    record.latency_ms = 2.5
+    assert record.latency_ms == 2.5
+    assert record.model_fields_set == set(AttemptRecord.model_fields)
+    assert record.__pydantic_private__ is None
