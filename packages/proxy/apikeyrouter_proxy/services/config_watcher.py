@@ -73,15 +73,19 @@ class ConfigWatcher:
         except Exception as exc:  # the watcher dying must not take the proxy down
             _log.error("config_watch_failed", error=type(exc).__name__, detail=str(exc))
 
+    def _read(self) -> tuple[bytes, bytes]:
+        """The file and the digest of it and of the files it names (policies, prices):
+        editing any of them is a reload. Blocking file reads: run in a worker thread."""
+        data = self._path.read_bytes()
+        return data, config_digest(self._path, data)
+
     async def reload(self) -> bool:
         """Re-read and apply the file if its content changed. True if a new config applied."""
         try:
-            data = self._path.read_bytes()
+            data, digest = await asyncio.to_thread(self._read)
         except OSError as exc:
             self._runtime.reject(f"cannot read {self._path}: {exc.strerror}")
             return False
-        # The files the config names (policies, prices) are part of it: editing one reloads.
-        digest = config_digest(self._path, data)
         if digest == self._last_hash:
             return False
         self._last_hash = digest
