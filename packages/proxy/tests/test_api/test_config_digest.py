@@ -25,7 +25,7 @@ def test_an_unchanged_config_is_not_parsed_again_but_its_files_are_read(
         parses += 1
         return real_load(data)
 
-    monkeypatch.setattr(files.yaml, "safe_load", counting_load)
+    monkeypatch.setattr(yaml, "safe_load", counting_load)
     first = config_digest(config, config.read_bytes())
     assert config_digest(config, config.read_bytes()) == first
     assert parses == 1  # the second check hashed the same text: no YAML parse
