@@ -32,12 +32,12 @@ from apikeyrouter.domain.models.trusted import trusted
 from apikeyrouter.infrastructure.observability.logger import get_logger
 from apikeyrouter.infrastructure.state_store.memory_store import InMemoryStateStore
 from apikeyrouter.orchestration.context import RouterContext
-from apikeyrouter.orchestration.decision_log import BackgroundDecisionLog
 from apikeyrouter.orchestration.planner import ModelGroup, RoutePlanner
 from apikeyrouter.orchestration.recorder import OutcomeRecorder
 from apikeyrouter.orchestration.run import Lease, RequestRun, Step
 from apikeyrouter.orchestration.selector import KeySelector
 from apikeyrouter.orchestration.sync import StoreEventSync
+from apikeyrouter.orchestration.write_behind import WriteBehind
 from apikeyrouter.router_stream import RoutedStream
 from apikeyrouter.utils.bounded_cache import remember
 from apikeyrouter.utils.encryption import KeyEncryptor
@@ -83,11 +83,12 @@ class ApiKeyRouter:
         policies: PolicyEngine | None = None,
         clock: Callable[[], float] = time.time,
         record_decisions: bool = True,
-        background_decisions: bool | None = None,
+        write_behind: bool | None = None,
     ) -> None:
-        """``background_decisions``: store decision records off the request path (saves a
-        round trip per request on a shared store). Default: on for any store but the
-        in-memory one, where an inline write costs nothing."""
+        """``write_behind``: write commits and decision records to the store off the request
+        path, in batches (see :mod:`apikeyrouter.orchestration.write_behind`), so a request's
+        only store round trip is its reservation. Default: on for any store but the in-memory
+        one, where an inline write costs nothing; :meth:`flush` writes what is queued."""
         store = store if store is not None else InMemoryStateStore()
         keys = KeyManager(store, KeyEncryptor(master_key), clock)
         quota = QuotaAwarenessEngine(
@@ -128,12 +129,10 @@ class ApiKeyRouter:
         self.recorder = OutcomeRecorder(self._ctx)
         keys.removal_listeners.append(self._key_removed)
         self.sync = StoreEventSync(self._ctx)
-        if background_decisions is None:
-            background_decisions = not isinstance(store, InMemoryStateStore)
-        self.decision_log = (
-            BackgroundDecisionLog(store, self._ctx.log) if background_decisions else None
-        )
-        self._ctx.decision_log = self.decision_log
+        if write_behind is None:
+            write_behind = not isinstance(store, InMemoryStateStore)
+        self.write_behind = WriteBehind(store, self._ctx.log) if write_behind else None
+        self._ctx.write_behind = self.write_behind
 
     async def start(self, *, ready_timeout: float = 2.0) -> bool:
         """Load keys other processes registered and follow their changes (shared stores).
@@ -463,16 +462,23 @@ class ApiKeyRouter:
     # --- introspection ----------------------------------------------------------------------
     async def quota_state(self, key_id: str) -> QuotaState:
         """Windows, capacity state and confidence for one key."""
-        return await self.quota.quota_state(self.keys.get(key_id))
+        key = self.keys.get(key_id)
+        await self.flush()
+        return await self.quota.quota_state(key)
 
     def predict_exhaustion(self, key_id: str) -> ExhaustionPrediction:
         """When the key runs out of its tightest window at the current pace."""
         return self.quota.predict_exhaustion(self.keys.get(key_id))
 
+    async def flush(self) -> None:
+        """Write the commits and decision records still queued for the store (write-behind):
+        after this, the store's windows and history include every finished request."""
+        if self.write_behind is not None:
+            await self.write_behind.flush()
+
     async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]:
         """The latest routing decisions, including any still queued for the store."""
-        if self.decision_log is not None:
-            await self.decision_log.flush()
+        await self.flush()
         return await self.store.recent_decisions(limit)
 
     def stats(self, key_id: str) -> KeyStats:
@@ -487,8 +493,7 @@ class ApiKeyRouter:
 
     async def close(self) -> None:
         await self.sync.stop()
-        if self.decision_log is not None:
-            await self.decision_log.flush()
+        await self.flush()
         for adapter in self._ctx.adapters.values():
             await adapter.close()
         await self.store.close()

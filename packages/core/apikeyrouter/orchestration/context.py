@@ -17,6 +17,7 @@ from apikeyrouter.domain.interfaces.state_store import CircuitSnapshot, StateSto
 from apikeyrouter.domain.models.cost_model import BudgetEvent
 from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.provider import Provider
+from apikeyrouter.orchestration.write_behind import WriteBehind
 
 
 @dataclass(slots=True)
@@ -31,8 +32,9 @@ class RouterContext:
     clock: Callable[[], float]
     log: Any
     record_decisions: bool = True
-    #: When set, decisions are stored by a background task (no store round trip per request).
-    decision_log: Any = None
+    #: When set, commits and decisions go to the store in background batches (a shared store:
+    #: the reservation is then a request's only round trip).
+    write_behind: WriteBehind | None = None
     providers: dict[str, Provider] = field(default_factory=dict)
     adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     stats: dict[str, KeyStats] = field(default_factory=dict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -94,13 +95,19 @@ class OutcomeRecorder:
             actual["spend"] = cost.usd
             ctx.cost.reconcile(lease.cost_estimate, cost)
         if any(actual.get(m, a) != a for m, a in reserved.items()) or lease.budgets:
-            await ctx.store.commit(lease.reservation, actual)
+            # Soft budgets are checked against the window once the commit is in it.
+            after = (
+                functools.partial(self._check_soft_budgets, lease, now) if lease.budgets else None
+            )
+            writer = ctx.write_behind
+            if writer is None or not writer.commit(lease.reservation, actual, after):
+                await ctx.store.commit(lease.reservation, actual)
+                if after is not None:
+                    await after()
             delta = {m: actual[m] - reserved.get(m, 0.0) for m in actual if m in reserved}
             ctx.quota.charged(key, delta, lease.reservation.at)
         if usage.prompt_tokens:
             ctx.quota.record_token_estimate(lease.estimated_prompt_tokens, usage.prompt_tokens)
-        if lease.budgets:
-            await self._check_soft_budgets(lease, now)
         return charged_tokens, cost.usd
 
     async def _check_soft_budgets(self, lease: Lease, now: float) -> None:
@@ -243,8 +250,8 @@ class OutcomeRecorder:
         ctx = self._ctx
         decision = lease.decision
         if ctx.record_decisions:
-            if ctx.decision_log is not None:
-                ctx.decision_log.submit(decision)
+            if ctx.write_behind is not None:
+                ctx.write_behind.decision(decision)
             else:
                 await ctx.store.record_decision(decision)
         log = ctx.log

@@ -1,15 +1,24 @@
-"""Shared fixtures: a simulated provider over real HTTP and a router pointed at it."""
+"""Shared fixtures: a simulated provider over real HTTP, a router pointed at it, and Redis
+key prefixes of a test's own (the server is shared with other runs: nothing here flushes)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from apikeyrouter import ApiKeyRouter, OpenAIAdapter, RetryPolicy
 from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
+from apikeyrouter.infrastructure.state_store.redis_codec import glob_escape
+from apikeyrouter.infrastructure.state_store.redis_store import RedisStateStore
 from apikeyrouter.testing import SimulatedProvider, SimulatorServer, run_simulator_in_thread
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class FakeClock:
@@ -66,3 +75,41 @@ async def router(sim: SimEnv, clock: FakeClock) -> AsyncIterator[ApiKeyRouter]:
 
 def chat(text: str = "hello", **extra: object) -> dict[str, object]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A fresh key prefix; every key under it is deleted afterwards (SCAN + DEL, no FLUSH)."""
+    prefix = f"akr-test-{uuid.uuid4().hex}:"
+    admin: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await admin.ping()
+    except (RedisError, OSError) as exc:
+        await admin.aclose()
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} ({exc!r}). These integration tests need a "
+            "running Redis server; start one (CI provides it) or deselect with -m 'not redis'.",
+            pytrace=False,
+        )
+    yield prefix
+    try:
+        keys = [k async for k in admin.scan_iter(match=glob_escape(prefix) + "*", count=1000)]
+        if keys:
+            await admin.delete(*keys)
+    finally:
+        await admin.aclose()
+
+
+@pytest.fixture
+async def make_redis(redis_prefix: str) -> AsyncIterator[Callable[..., RedisStateStore]]:
+    """Builds Redis stores (each with its own client, like a replica) under the test prefix."""
+    stores: list[RedisStateStore] = []
+
+    def make(**kwargs: Any) -> RedisStateStore:
+        store = RedisStateStore(REDIS_URL, prefix=redis_prefix, **kwargs)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()

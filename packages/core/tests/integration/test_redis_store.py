@@ -37,13 +37,12 @@ from apikeyrouter.infrastructure.state_store.redis_codec import glob_escape
 from apikeyrouter.infrastructure.state_store.redis_scripts import LuaScript
 from apikeyrouter.infrastructure.state_store.redis_store import RedisStateStore
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
 
+from tests.integration.conftest import REDIS_URL
 from tests.unit import test_memory_store as contract
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = contract.T0
 EVENT_TIMEOUT = 5.0
 
@@ -51,44 +50,6 @@ StoreMaker = Callable[..., StateStore]
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A fresh key prefix; every key under it is deleted afterwards (SCAN + DEL, no FLUSH)."""
-    prefix = f"akr-test-{uuid.uuid4().hex}:"
-    admin: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await admin.ping()
-    except (RedisError, OSError) as exc:
-        await admin.aclose()
-        pytest.fail(
-            f"Redis is not reachable at {REDIS_URL} ({exc!r}). These integration tests need a "
-            "running Redis server; start one (CI provides it) or deselect with -m 'not redis'.",
-            pytrace=False,
-        )
-    yield prefix
-    try:
-        keys = [k async for k in admin.scan_iter(match=glob_escape(prefix) + "*", count=1000)]
-        if keys:
-            await admin.delete(*keys)
-    finally:
-        await admin.aclose()
-
-
-@pytest.fixture
-async def make_redis(redis_prefix: str) -> AsyncIterator[Callable[..., RedisStateStore]]:
-    """Builds Redis stores (each with its own client, like a replica) under the test prefix."""
-    stores: list[RedisStateStore] = []
-
-    def make(**kwargs: Any) -> RedisStateStore:
-        store = RedisStateStore(REDIS_URL, prefix=redis_prefix, **kwargs)
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,20 +19,16 @@ from typing import Any
 import pytest
 from apikeyrouter import ApiKeyRouter, KeyState, OpenAIAdapter, RetryPolicy
 from apikeyrouter.domain.interfaces.state_store import CircuitPolicy, StateStore
-from apikeyrouter.infrastructure.state_store.redis_codec import glob_escape
 from apikeyrouter.infrastructure.state_store.redis_store import RedisStateStore
 from apikeyrouter.infrastructure.state_store.resilient_store import ResilientStateStore
 from apikeyrouter.orchestration.sync import StoreEventSync
 from apikeyrouter.testing import SimKeyConfig
 from apikeyrouter.utils.encryption import generate_master_key
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from .conftest import SimEnv, chat
+from .conftest import REDIS_URL, SimEnv, chat
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 PROPAGATION_DEADLINE = 1.0  # the promise: every replica skips the key within a second
 MASTER_KEY = generate_master_key()  # replicas share the master key, as in production
 
@@ -69,24 +64,6 @@ class Replica:
     def state_of(self, key_id: str) -> KeyState | None:
         key = self.router.keys.find(key_id)
         return None if key is None else key.state
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"akr-test-replicas-{uuid.uuid4().hex}:"
-    admin: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await admin.ping()
-    except (RedisError, OSError) as exc:
-        await admin.aclose()
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc!r})", pytrace=False)
-    yield prefix
-    try:
-        keys = [k async for k in admin.scan_iter(match=glob_escape(prefix) + "*", count=1000)]
-        if keys:
-            await admin.delete(*keys)
-    finally:
-        await admin.aclose()
 
 
 @pytest.fixture(params=["plain", "resilient"])

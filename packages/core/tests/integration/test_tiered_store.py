@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,8 +24,8 @@ from apikeyrouter.infrastructure.state_store.redis_store import RedisStateStore
 from apikeyrouter.infrastructure.state_store.tiered_store import TieredStateStore
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from tests.integration.conftest import REDIS_URL
 from tests.integration.mongo_server import (  # noqa: F401 (pytest fixtures, used by name)
     NxServer,
     mongo_database_fixture,
@@ -37,28 +36,8 @@ from tests.unit.test_memory_store import T0, decision, make_key, request_for, tr
 
 pytestmark = [pytest.mark.redis, pytest.mark.mongo]
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 Raw = dict[str, Any]
 TieredMaker = Callable[[], Awaitable[TieredStateStore]]
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A fresh key prefix; every key under it is deleted afterwards (SCAN + DEL, no FLUSH)."""
-    prefix = f"akr-tiered-{uuid.uuid4().hex}:"
-    admin: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await admin.ping()
-    except (RedisError, OSError) as exc:
-        await admin.aclose()
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc!r})", pytrace=False)
-    yield prefix
-    try:
-        keys = [k async for k in admin.scan_iter(match=glob_escape(prefix) + "*", count=1000)]
-        if keys:
-            await admin.delete(*keys)
-    finally:
-        await admin.aclose()
 
 
 @pytest.fixture

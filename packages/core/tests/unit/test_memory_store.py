@@ -317,6 +317,37 @@ class TestStateStoreContract:
         assert await used(store, "a", TPM, T0 + 59) == 100.0
         assert await used(store, "a", TPM, T0 + 62) == 0.0
 
+    async def test_write_batch_commits_and_records_like_one_call_each(
+        self, store: StateStore
+    ) -> None:
+        budget = WindowLimit("spend", 3600.0, 10.0)
+        shared = (SharedCounter("budget:batch", budget, 2.0),)
+        reservations = []
+        for key_id, at in (("a", T0), ("b", T0), ("a", T0 + 1)):
+            request = ReservationRequest(key_id, (RPM, TPM), {"requests": 1, "tokens": 400}, shared)
+            reservation = await store.reserve([request], at)
+            assert isinstance(reservation, Reservation)
+            reservations.append(reservation)
+        unchanged = await store.reserve([request_for("c", tokens=50)], T0)
+        assert isinstance(unchanged, Reservation)
+        await store.write_batch(
+            [
+                (reservations[0], {"requests": 1, "tokens": 100, "spend": 0.5}),
+                (reservations[1], {"requests": 1, "tokens": 700, "spend": 3.0}),
+                (reservations[2], {"tokens": 50}),  # spend and requests keep the estimate
+                (unchanged, {"requests": 1, "tokens": 50}),  # nothing to adjust
+            ],
+            [decision("req_1"), decision("req_2")],
+        )
+        assert await used(store, "a", TPM, T0 + 2) == 150.0
+        assert await used(store, "b", TPM, T0 + 2) == 700.0
+        assert await used(store, "a", RPM, T0 + 2) == 2.0
+        assert await used(store, "c", TPM, T0 + 2) == 50.0
+        (spend,) = await store.window_usage("budget:batch", [budget], T0 + 2)
+        assert spend.used == 0.5 + 3.0 + 2.0
+        assert [d.request_id for d in await store.recent_decisions()] == ["req_1", "req_2"]
+        await store.write_batch([], [])  # nothing to write: no call, no error
+
     async def test_release_gives_everything_back(self, store: StateStore) -> None:
         first = await store.reserve([request_for("a", tokens=300)], T0)
         second = await store.reserve([request_for("a", tokens=200)], T0)

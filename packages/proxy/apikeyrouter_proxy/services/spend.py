@@ -3,7 +3,8 @@
 A budget's spend lives in the store (``budget:{id}:{period}`` counters, charged by the same
 atomic reservation as the keys), so every replica sharing the store reports the same figure.
 Reads are one ``window_usage`` call per budget, made only when someone asks (management API),
-never on the request path.
+never on the request path, after the router's write-behind queue is flushed so the figure
+includes every finished request.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ async def budget_reading(
     router: ApiKeyRouter, budget: Budget, now: float | None = None
 ) -> BudgetReading:
     at = time.time() if now is None else now
+    await router.flush()  # finished requests' commits still queued for a shared store
     counter = router.cost.budget_counter(budget, at)
     (usage,) = await router.store.window_usage(counter.counter_id, [counter.limit], at)
     status = router.cost.budget_status(budget, usage.used, at)

@@ -91,6 +91,10 @@ class Reservation:
         return deltas
 
 
+#: A reservation and the actual amounts that replace it (``StateStore.commit``'s arguments).
+FinishedCommit = tuple[Reservation, dict[str, float]]
+
+
 @dataclass(frozen=True, slots=True)
 class ReservationRefusal:
     """No candidate had room. ``retry_at`` is the earliest time one of them will."""
@@ -208,6 +212,17 @@ class StateStore(ABC):
 
     @abstractmethod
     async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]: ...
+
+    async def write_batch(
+        self, commits: Sequence[FinishedCommit], decisions: Sequence[RoutingDecision]
+    ) -> None:
+        """Apply finished requests' commits and record their decisions in one write where
+        the store can (Redis: one pipelined round trip for the lot). The router's write-behind
+        queue calls this off the request path; by default it is one call per item, in order."""
+        for reservation, actual in commits:
+            await self.commit(reservation, actual)
+        for decision in decisions:
+            await self.record_decision(decision)
 
     # --- lifecycle --------------------------------------------------------------------------
     async def ping(self) -> bool:

@@ -12,6 +12,7 @@ arithmetic below yields bit-identical results to ``window_counter.WindowCounter`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,6 +35,37 @@ class LuaScript:
         except NoScriptError:
             self.sha = await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+#: One script run: the script, its KEYS and its ARGV.
+ScriptCall = tuple[LuaScript, list[str], list[str | int | float]]
+
+
+async def run_pipelined(client: Redis, calls: Sequence[ScriptCall]) -> None:
+    """Run several script calls in one round trip (not as a transaction: each script is atomic
+    on its own, and none reads another's result).
+
+    A call whose script the server lost (NOSCRIPT) had no effect, so only those calls are run
+    again, one by one, loading their script; any other error is raised after that, with every
+    call that succeeded left applied."""
+    if len(calls) == 1:
+        script, keys, args = calls[0]
+        await script(client, keys, args)
+        return
+    if not calls:
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+    failure: Exception | None = None
+    for (script, keys, args), result in zip(calls, results, strict=True):
+        if isinstance(result, NoScriptError):
+            await script(client, keys, args)
+        elif isinstance(result, Exception) and failure is None:
+            failure = result
+    if failure is not None:
+        raise failure
 
 
 _FMT = """
@@ -427,11 +459,13 @@ return out
 )
 
 # KEYS: list. ARGV: entry, max length, TTL seconds (0 = none). Append and cap in one step.
+#: Append ARGV[3..] to the list KEYS[1], keep its last ARGV[1] entries, expire it after ARGV[2]
+#: seconds (0: never). Several entries in one call: a batch of decision records.
 APPEND_CAPPED = LuaScript(
     """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 )

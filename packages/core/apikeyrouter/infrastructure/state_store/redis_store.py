@@ -28,6 +28,8 @@ from apikeyrouter.domain.interfaces.state_store import (
     CircuitPolicy,
     CircuitSnapshot,
     CircuitState,
+    CounterDelta,
+    FinishedCommit,
     Reservation,
     ReservationRefusal,
     ReservationRequest,
@@ -61,6 +63,8 @@ from apikeyrouter.infrastructure.state_store.window_counter import BUCKETS_PER_W
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 _log = get_logger("apikeyrouter.state_store.redis")
+#: Entries per append call: Lua's unpack() refuses a few thousand arguments.
+_DECISIONS_PER_APPEND = 500
 
 
 class RedisStateStore(StateStore):
@@ -240,15 +244,18 @@ class RedisStateStore(StateStore):
             )
         return ReservationRefusal(parse_opt_num(value))
 
-    async def _adjust(self, at: float, deltas: list[tuple[str, WindowLimit, float]]) -> None:
-        if not deltas:
-            return
+    def _adjust_call(self, at: float, deltas: list[CounterDelta]) -> lua.ScriptCall:
         keys: list[str] = []
         args: list[str | int | float] = [BUCKETS_PER_WINDOW, num(at)]
         for counter_id, limit, delta in deltas:
             keys.append(self._names.window(counter_id, limit.metric, limit.window_seconds))
             args += [num(limit.window_seconds), num(delta)]
-        await lua.ADJUST(self._client, keys, args)
+        return lua.ADJUST, keys, args
+
+    async def _adjust(self, at: float, deltas: list[CounterDelta]) -> None:
+        if deltas:
+            script, keys, args = self._adjust_call(at, deltas)
+            await script(self._client, keys, args)
 
     async def commit(self, reservation: Reservation, actual: dict[str, float]) -> None:
         await self._adjust(reservation.at, reservation.commit_deltas(actual))
@@ -336,7 +343,7 @@ class RedisStateStore(StateStore):
         await lua.APPEND_CAPPED(
             self._client,
             [self._names.audit],
-            [encode_transition(transition), self._audit_limit, 0],
+            [self._audit_limit, 0, encode_transition(transition)],
         )
 
     async def list_audit(
@@ -355,11 +362,27 @@ class RedisStateStore(StateStore):
         return [decode_transition(r) for r in raw]
 
     async def record_decision(self, decision: RoutingDecision) -> None:
-        await lua.APPEND_CAPPED(
-            self._client,
-            [self._names.decisions],
-            [encode_decision(decision), self._decision_limit, self._decision_ttl],
-        )
+        script, keys, args = self._append_decisions([decision])
+        await script(self._client, keys, args)
+
+    def _append_decisions(self, decisions: Sequence[RoutingDecision]) -> lua.ScriptCall:
+        args: list[str | int | float] = [self._decision_limit, self._decision_ttl]
+        args += [encode_decision(decision) for decision in decisions]
+        return lua.APPEND_CAPPED, [self._names.decisions], args
+
+    async def write_batch(
+        self, commits: Sequence[FinishedCommit], decisions: Sequence[RoutingDecision]
+    ) -> None:
+        """Every commit (one ADJUST each) and all the decisions (one append) in one pipelined
+        round trip."""
+        calls = [
+            self._adjust_call(reservation.at, deltas)
+            for reservation, actual in commits
+            if (deltas := reservation.commit_deltas(actual))
+        ]
+        for start in range(0, len(decisions), _DECISIONS_PER_APPEND):
+            calls.append(self._append_decisions(decisions[start : start + _DECISIONS_PER_APPEND]))
+        await lua.run_pipelined(self._client, calls)
 
     async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]:
         if limit <= 0:

@@ -49,6 +49,7 @@ from typing import Any, Final, Literal, TypeVar
 from apikeyrouter.domain.interfaces.state_store import (
     CircuitPolicy,
     CircuitSnapshot,
+    FinishedCommit,
     Reservation,
     ReservationRefusal,
     ReservationRequest,
@@ -97,6 +98,7 @@ _RECORDING_OPS: Final = frozenset(
         "record_failure",
         "append_audit",
         "record_decision",
+        "write_batch",
     }
 )
 
@@ -767,6 +769,23 @@ class ResilientStateStore(StateStore):
         result = await self._try("record_decision", lambda: self._primary.record_decision(decision))
         if isinstance(result, _Fallback):  # kept for local inspection, not pushed back
             await self._local.record_decision(decision)
+
+    async def write_batch(
+        self, commits: Sequence[FinishedCommit], decisions: Sequence[RoutingDecision]
+    ) -> None:
+        """The primary's batch write, bounded like any call; the local mirror applies the
+        commits too, and an outage journals them (and keeps the decisions locally) exactly
+        as one commit or one decision at a time would."""
+        result = await self._try(
+            "write_batch", lambda: self._primary.write_batch(commits, decisions)
+        )
+        for reservation, actual in commits:
+            await self._local.commit(reservation, actual)
+        if isinstance(result, _Fallback):
+            for reservation, actual in commits:
+                self._journal_add(reservation.commit_deltas(actual), reservation.at)
+            for decision in decisions:
+                await self._local.record_decision(decision)
 
     async def recent_decisions(self, limit: int = 50) -> list[RoutingDecision]:
         result = await self._try("recent_decisions", lambda: self._primary.recent_decisions(limit))

@@ -36,6 +36,7 @@ from typing import Any
 from apikeyrouter.domain.interfaces.state_store import (
     CircuitPolicy,
     CircuitSnapshot,
+    FinishedCommit,
     Reservation,
     ReservationRefusal,
     ReservationRequest,
@@ -287,6 +288,16 @@ class TieredStateStore(StateStore):
 
     async def record_decision(self, decision: RoutingDecision) -> None:
         await self._hot.record_decision(decision)
+        self._queue_durable(decision)
+
+    async def write_batch(
+        self, commits: Sequence[FinishedCommit], decisions: Sequence[RoutingDecision]
+    ) -> None:
+        await self._hot.write_batch(commits, decisions)
+        for decision in decisions:
+            self._queue_durable(decision)
+
+    def _queue_durable(self, decision: RoutingDecision) -> None:
         if self._closed:
             self.decisions_dropped += 1
             return
