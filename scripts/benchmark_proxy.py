@@ -12,9 +12,11 @@ measured in the same run are what to compare. Every process it starts is stopped
 end, never a flush), then counts what one request costs Redis over a fixed number of
 sequential requests, two ways and without MONITOR:
 
-* round trips: a third proxy (same config, its own prefix) reaches Redis through a small TCP
-  relay in this process that counts the commands it sends (RESP arrays; the store does not
-  pipeline, so each is a round trip), by command and, for EVALSHA, by script name;
+* round trips and commands sent: a third proxy (same config, its own prefix) reaches Redis
+  through a small TCP relay in this process that counts round trips (a client sending after
+  the server last answered it) and the commands in them (RESP arrays), by command and, for
+  EVALSHA, by script name; once one request at a time, once over 8 connections, where
+  requests finishing together share one write-behind batch;
 * commands Redis executed, the ones inside Lua scripts included: ``INFO commandstats``
   deltas on the real server, less the deltas over an idle interval as long right after
   (other clients of a shared server), ``INFO`` itself excluded.
@@ -360,6 +362,8 @@ def proxy_config(sim_url: str, port: int, store: str = "", prefix: str = "") -> 
 
 # --- Redis: its own prefix, and the commands a request costs ---------------------------------
 COUNT_REQUESTS = 500
+#: Connections of the second count, where requests finishing together share a batch.
+CONCURRENT_COUNT = 8
 
 
 def redis_command_counts(client: Any) -> dict[str, int]:
@@ -396,11 +400,14 @@ class CommandCounter:
 
     Bytes are forwarded untouched both ways; a copy of the client-to-server stream is parsed as
     RESP (arrays of bulk strings, as every client library sends) to count whole commands.
+    Round trips are counted apart from commands, since a pipeline sends several commands in
+    one: a round trip starts whenever a client sends after the server last answered it.
     """
 
     def __init__(self, host: str, port: int) -> None:
         self._upstream = (host, port)
         self.commands: Counter[str] = Counter()
+        self.round_trips = 0
         self.scripts: dict[str, str] = {}  # sha -> script name, for EVALSHA breakdowns
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Future[None]] = set()
@@ -419,9 +426,10 @@ class CommandCounter:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        answered = [True]  # shared by the two directions of this connection
         tasks = [
-            asyncio.ensure_future(self._pump(reader, up_writer, count=True)),
-            asyncio.ensure_future(self._pump(up_reader, writer, count=False)),
+            asyncio.ensure_future(self._pump(reader, up_writer, answered, count=True)),
+            asyncio.ensure_future(self._pump(up_reader, writer, answered, count=False)),
         ]
         self._tasks.update(tasks)
         try:
@@ -434,10 +442,18 @@ class CommandCounter:
                 stream.close()
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, count: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        answered: list[bool],
+        *,
+        count: bool,
     ) -> None:
         pending = b""
         while data := await reader.read(65536):
+            if count and answered[0]:
+                self.round_trips += 1
+            answered[0] = not count
             writer.write(data)
             await writer.drain()
             if count:
@@ -485,6 +501,15 @@ def script_names() -> dict[str, str]:
     }
 
 
+async def concurrently(
+    url: str, requests: int, session: aiohttp.ClientSession, concurrency: int
+) -> int:
+    """``requests`` requests over ``concurrency`` workers; returns how many failed."""
+    share, extra = divmod(requests, concurrency)
+    counts = [share + (n < extra) for n in range(concurrency)]
+    return sum(await asyncio.gather(*(sequential(url, n, session) for n in counts)))
+
+
 async def sequential(url: str, requests: int, session: aiohttp.ClientSession) -> int:
     """``requests`` requests one after the other; returns how many failed."""
     headers = {"Authorization": f"Bearer {SIM_KEYS[0]}", "Content-Type": "application/json"}
@@ -508,8 +533,14 @@ async def count_redis_commands(
         async with aiohttp.ClientSession() as session:
             await sequential(counted_url, 20, session)  # warm: connections open, scripts loaded
             relayed_before = Counter(counter.commands)
+            trips_before = counter.round_trips
             failed = await sequential(counted_url, requests, session)
             relayed = counter.commands - relayed_before
+            trips = counter.round_trips - trips_before
+            trips_before = counter.round_trips
+            failed += await concurrently(counted_url, requests, session, CONCURRENT_COUNT)
+            await asyncio.sleep(0.5)  # the last batch written behind the answers
+            concurrent_trips = counter.round_trips - trips_before
             await sequential(url, 20, session)
             before = redis_command_counts(admin)
             began = time.perf_counter()
@@ -525,8 +556,12 @@ async def count_redis_commands(
         f"\nRedis cost per request ({requests} sequential requests per count, {failed} failed)",
         flush=True,
     )
-    round_trips = sum(relayed.values())
-    print(f"  round trips (commands the proxy sent): {round_trips / requests:.2f}")
+    print(
+        f"  round trips: {trips / requests:.2f} one request at a time (1 on the request path:"
+        f" the reservation; the commit and the decision follow in one pipelined batch),"
+        f" {concurrent_trips / requests:.2f} at {CONCURRENT_COUNT} connections (batches shared)"
+    )
+    print(f"  commands the proxy sent: {sum(relayed.values()) / requests:.2f}")
     for name, calls in sorted(relayed.items(), key=lambda item: -item[1]):
         print(f"    {name:<28} {calls / requests:6.2f}")
     work, noise = _delta(after, before), _delta(idle, after)
