@@ -1,7 +1,8 @@
 """Prometheus metrics, in a registry owned by one app (never the process-global one).
 
-Per-request work is a few dictionary lookups and increments: labelled children are cached so
-the hot path skips prometheus-client's label validation. Key state and remaining quota are not
+Per-request work is a few dictionary updates: the families every request touches are lock-free
+(``hot_metrics``), and the rarer ones cache their labelled children so the hot path skips
+prometheus-client's label validation. Key state and remaining quota are not
 tracked per request at all; they are read from the router when ``/metrics`` is scraped. Labels
 carry key *ids*, which are random and safe; never key material.
 """
@@ -13,12 +14,12 @@ from typing import TypeVar, cast
 
 from apikeyrouter import ApiKeyRouter, KeyState
 from apikeyrouter_proxy.middleware.context import RequestContext
+from apikeyrouter_proxy.observability.hot_metrics import HotCounter, HotHistogram
 from apikeyrouter_proxy.services.insight import key_quota
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -41,29 +42,34 @@ _WINDOW_NAMES = {60.0: "minute", 86_400.0: "day", 30 * 86_400.0: "month"}
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+_STATUS_TEXT = {status: str(status) for status in range(100, 600)}
+
+
+def _status_text(status: int) -> str:
+    return _STATUS_TEXT.get(status) or str(status)
+
+
 class ProxyMetrics:
     def __init__(self) -> None:
         registry = CollectorRegistry(auto_describe=False)
         self.registry = registry
-        self.requests = Counter(
+        # Updated on every request: lock-free families (see hot_metrics).
+        self.requests = HotCounter(
             "apikeyrouter_proxy_requests",
             "Requests handled, by route template, provider that served them and HTTP status.",
             ["route", "provider", "status"],
-            registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = HotHistogram(
             "apikeyrouter_proxy_request_duration_seconds",
             "Time from request start to the end of the response, by route.",
             ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self.overhead = Histogram(
+        self.overhead = HotHistogram(
             "apikeyrouter_proxy_router_overhead_seconds",
             "Time spent in the proxy and router, excluding upstream calls (routed requests).",
             ["route"],
-            buckets=OVERHEAD_BUCKETS,
-            registry=registry,
+            OVERHEAD_BUCKETS,
         )
         self.upstream_rate_limited = Counter(
             "apikeyrouter_proxy_upstream_rate_limited",
@@ -77,12 +83,13 @@ class ProxyMetrics:
             ["route"],
             registry=registry,
         )
-        self.spend = Counter(
+        self.spend = HotCounter(
             "apikeyrouter_proxy_spend_usd",
             "Estimated spend of served requests (router's price table), by provider and key id.",
             ["provider", "key_id"],
-            registry=registry,
         )
+        for hot in (self.requests, self.duration, self.overhead, self.spend):
+            registry.register(hot)
         self.client_rate_limited = Counter(
             "apikeyrouter_proxy_client_rate_limited",
             "Requests refused by a client's own requests-per-minute limit.",
@@ -136,16 +143,16 @@ class ProxyMetrics:
         """Record one finished request (hot path: cached children, no label validation)."""
         route, status = ctx.route, ctx.status
         provider = ctx.provider or ""
-        self._child(self.requests, route, provider, str(status)).inc()
-        self._child(self.duration, route).observe(seconds)
+        self.requests.inc((route, provider, _status_text(status)))
+        self.duration.observe((route,), seconds)
         self.served += 1
         status_class = status // 100
         self._status_classes[status_class] = self._status_classes.get(status_class, 0) + 1
         upstream = ctx.upstream_seconds
         if upstream is not None:
-            self._child(self.overhead, route).observe(max(0.0, seconds - upstream))
+            self.overhead.observe((route,), max(0.0, seconds - upstream))
         if ctx.cost_usd:
-            self._child(self.spend, provider, ctx.key_id or "").inc(ctx.cost_usd)
+            self.spend.inc((provider, ctx.key_id or ""), ctx.cost_usd)
         if ctx.attempts > 1:
             self._attempt_details(ctx)
 
