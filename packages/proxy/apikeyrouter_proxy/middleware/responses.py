@@ -7,6 +7,7 @@ provider served them and in how many attempts (ids only, never secrets).
 
 from __future__ import annotations
 
+from apikeyrouter.utils.bounded_cache import remember
 from apikeyrouter_proxy.asgi_types import Headers, Send
 from apikeyrouter_proxy.middleware.context import RequestContext
 from apikeyrouter_proxy.middleware.error_handler import render_error
@@ -16,15 +17,29 @@ KEY_HEADER = b"x-apikeyrouter-key-id"
 PROVIDER_HEADER = b"x-apikeyrouter-provider"
 ATTEMPTS_HEADER = b"x-apikeyrouter-attempts"
 COST_HEADER = b"x-apikeyrouter-cost-usd"
+#: Bound on the encoded-value cache (keys come and go over a long run).
+_ENCODED_LIMIT = 4096
+
+
+#: Header values that repeat from request to request (key and provider ids, attempt counts),
+#: encoded once.
+_encoded: dict[str | int, bytes] = {}
+
+
+def _header_value(value: str | int) -> bytes:
+    encoded = _encoded.get(value)
+    if encoded is None:
+        encoded = remember(_encoded, value, str(value).encode(), _ENCODED_LIMIT)
+    return encoded
 
 
 def routing_headers(
     key_id: str, provider_id: str, attempts: int, cost_usd: float | None = None
 ) -> Headers:
     headers = [
-        (KEY_HEADER, key_id.encode()),
-        (PROVIDER_HEADER, provider_id.encode()),
-        (ATTEMPTS_HEADER, str(attempts).encode()),
+        (KEY_HEADER, _header_value(key_id)),
+        (PROVIDER_HEADER, _header_value(provider_id)),
+        (ATTEMPTS_HEADER, _header_value(attempts)),
     ]
     if cost_usd is not None:
         # The router's estimate from its price table; 8 significant digits is sub-cent precise.

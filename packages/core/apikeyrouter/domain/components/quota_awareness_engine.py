@@ -211,10 +211,13 @@ class QuotaAwarenessEngine:
 
     def consumed(self, key: APIKey, requests: float, tokens: float, now: float) -> None:
         """Feed the consumption-rate estimates used by the prediction."""
-        quota = self._quota(key.id)
+        rates = self._quota(key.id).rates
         for metric, amount in (("requests", requests), ("tokens", tokens)):
             if amount:
-                quota.rates.setdefault(metric, _Rate()).add(amount, now)
+                rate = rates.get(metric)
+                if rate is None:  # not setdefault: that would build a _Rate on every call
+                    rate = rates[metric] = _Rate()
+                rate.add(amount, now)
 
     # --- provider signals -------------------------------------------------------------------
     async def observe(self, key: APIKey, info: RateLimitInfo, now: float) -> None:
