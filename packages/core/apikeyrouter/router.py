@@ -21,6 +21,7 @@ from apikeyrouter.domain.components.routing_engine import RoutingEngine
 from apikeyrouter.domain.interfaces.provider_adapter import ProviderAdapter, UpstreamSuccess
 from apikeyrouter.domain.interfaces.state_store import CircuitPolicy, CircuitSnapshot, StateStore
 from apikeyrouter.domain.models.api_key import APIKey, KeyLimits
+from apikeyrouter.domain.models.cost_model import UnpricedSpendLimitError
 from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.outcome import FailureKind, ProviderFailure
 from apikeyrouter.domain.models.provider import Provider
@@ -55,7 +56,8 @@ _LIMIT_FIELDS = frozenset(KeyLimits.model_fields)
 _KEY_FIELDS = frozenset({"weight", "tags", "models", "key_id", "limits"})
 _Result = TypeVar("_Result", RouterResponse, RoutedStream)
 #: Errors after which the next step of the plan (group member, fallback) is tried.
-_NEXT_STEP_ERRORS = (NoKeyAvailableError, ModelNotFoundError)
+#: Errors that say "not with this model": the plan's next step (another model) may serve.
+_NEXT_STEP_ERRORS = (NoKeyAvailableError, ModelNotFoundError, UnpricedSpendLimitError)
 
 
 #: Bound on the per-model cache of serving providers (model names come from callers).

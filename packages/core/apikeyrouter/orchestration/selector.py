@@ -23,7 +23,7 @@ from apikeyrouter.domain.interfaces.state_store import (
     WindowLimit,
 )
 from apikeyrouter.domain.models.api_key import APIKey
-from apikeyrouter.domain.models.cost_model import Budget, CostEstimate
+from apikeyrouter.domain.models.cost_model import Budget, CostEstimate, UnpricedSpendLimitError
 from apikeyrouter.domain.models.key_stats import KeyStats
 from apikeyrouter.domain.models.outcome import FailureKind
 from apikeyrouter.domain.models.request_context import Endpoint, RequestIntent
@@ -41,6 +41,17 @@ from apikeyrouter.utils.exceptions import (
 _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
 #: Exclusion reasons meaning "the provider is down" rather than "the key is busy".
 _CIRCUIT_REASONS = frozenset({"circuit_open", "already_tried"})
+
+
+#: Exclusion reason: the model has no price and the key is under a dollar limit.
+UNPRICED_UNDER_SPEND_LIMIT = "unpriced_under_spend_limit"
+
+
+def _limits_spend(budgets: tuple[Budget, ...], windows: tuple[WindowLimit, ...]) -> bool:
+    """Whether a dollar limit is enforced on this key: a hard budget, or its own spend window."""
+    return any(b.enforcement == "hard" for b in budgets) or any(
+        w.metric == "spend" for w in windows
+    )
 
 
 class ClientRateLimitedError(NoKeyAvailableError):
@@ -191,10 +202,15 @@ class KeySelector:
                 priced = estimates[key.provider_id] = (estimate, amounts)
             estimate, amounts = priced
             shared = client_counters
-            if any_budgets and (key_budgets := self._budgets(run, key)):
+            key_budgets = self._budgets(run, key) if any_budgets else ()
+            windows = effective_windows(key)
+            if estimate.usd is None and _limits_spend(key_budgets, windows):
+                found.exclude(UNPRICED_UNDER_SPEND_LIMIT)  # it would count as free
+                continue
+            if key_budgets:
                 budgets[key.id] = key_budgets
                 shared += ctx.cost.shared_counters(key_budgets, estimate.usd or 0.0, now)
-            request = ReservationRequest(key.id, effective_windows(key), amounts, shared)
+            request = ReservationRequest(key.id, windows, amounts, shared)
             if candidate.circuit is CircuitState.HALF_OPEN:
                 # A half-open key goes first: otherwise a key ranked below healthy ones would
                 # never be tested and never recover. Its single probe is claimed below, once
@@ -203,6 +219,14 @@ class KeySelector:
                 half_open.add(key.id)
                 continue
             requests.append(request)
+        if not requests and found.excluded.get(UNPRICED_UNDER_SPEND_LIMIT):
+            return UnpricedSpendLimitError(
+                f"model {intent.model!r} has no price in the pricing table, so the spending "
+                "limits on every key that could serve it (a hard budget or spend_per_month) "
+                "cannot be enforced; add the model to the pricing overrides (a price of 0 is "
+                "allowed)",
+                param="model",
+            )
         while True:
             reserved = (
                 await ctx.store.reserve(requests, now) if requests else ReservationRefusal(None)

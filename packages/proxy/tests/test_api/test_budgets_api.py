@@ -161,6 +161,24 @@ async def test_openai_sdk_sees_a_non_retried_rate_limit_error(sim: SimulatedProv
     assert caught.value.type == "insufficient_quota"
 
 
+async def test_an_unpriced_model_under_a_hard_budget_is_a_bad_request(
+    sim: SimulatedProvider,
+) -> None:
+    config = make_config(KEYS, budgets=[{"id": "org", **GLOBAL_DAY, "enforcement": "hard"}])
+    async with running_proxy(config, sim) as proxy:
+        http = openai.DefaultAsyncHttpxClient(transport=httpx2.ASGITransport(app=proxy.app))
+        sdk = openai.AsyncOpenAI(
+            base_url="http://proxy.test/v1", api_key="unused", http_client=http, max_retries=0
+        )
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.chat.completions.create(**chat_body("hi", model="house-model-7b"))
+        await sdk.close()
+    assert caught.value.code == "model_not_priced"
+    assert caught.value.param == "model"
+    assert "pricing overrides" in caught.value.message
+    assert sum(sim.key_stats(label).received for label in ("a", "b")) == 0
+
+
 async def test_client_budgets_from_the_config(sim: SimulatedProvider) -> None:
     clients = [
         {"id": "web", "key": "web-client-key-1", "budget_usd_per_day": 0.000001},

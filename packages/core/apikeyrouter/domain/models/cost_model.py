@@ -234,6 +234,21 @@ class BudgetExceededError(ApiKeyRouterError):
         self.period_end = period_end
 
 
+class UnpricedSpendLimitError(ApiKeyRouterError):
+    """A spending limit applies to every key that could serve, but the model has no price.
+
+    A hard budget and a key's ``spend_per_month`` count dollars; a model the price table does
+    not know would count as free and pass any limit, which is the one thing a spending limit
+    must not allow. The request is refused instead (HTTP 400: retrying cannot help), naming the
+    fix: price the model with a pricing override (0 is a valid price for a model that really
+    costs nothing). Soft and shadow budgets only report, so they do not refuse.
+    """
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "model_not_priced"
+
+
 # --- periods -----------------------------------------------------------------------------------
 
 
