@@ -39,6 +39,9 @@ from apikeyrouter.utils.exceptions import (
 )
 
 _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
+# Enum members compared per request, as module constants (cheaper to read on Python 3.11).
+_CHAT = Endpoint.CHAT
+_HALF_OPEN = CircuitState.HALF_OPEN
 #: Exclusion reasons meaning "the provider is down" rather than "the key is busy".
 _CIRCUIT_REASONS = frozenset({"circuit_open", "already_tried"})
 
@@ -86,7 +89,7 @@ class KeySelector:
         pinned = run.step.provider_id
         allows = None if run.policy.allows_everything else run.policy.allows
         merged = CandidateSet()
-        chat = intent.endpoint is Endpoint.CHAT  # only chat bodies carry tools and images
+        chat = intent.endpoint is _CHAT  # only chat bodies carry tools and images
         tools, vision = chat and needs_tools(intent), chat and needs_vision(intent)
         for provider_id, provider in ctx.providers.items():
             if pinned is not None and provider_id != pinned:
@@ -211,7 +214,7 @@ class KeySelector:
                 budgets[key.id] = key_budgets
                 shared += ctx.cost.shared_counters(key_budgets, estimate.usd or 0.0, now)
             request = ReservationRequest(key.id, windows, amounts, shared)
-            if candidate.circuit is CircuitState.HALF_OPEN:
+            if candidate.circuit is _HALF_OPEN:
                 # A half-open key goes first: otherwise a key ranked below healthy ones would
                 # never be tested and never recover. Its single probe is claimed below, once
                 # the reservation has chosen it, so no probe is ever claimed and left unused.

@@ -26,6 +26,14 @@ HeadroomLookup = Callable[[APIKey], float]
 #: A candidate's score for one objective (higher is better): key, its stats, half-open or not.
 Scorer = Callable[[APIKey, KeyStats, bool], float]
 
+# Enum members as module constants: reading ``Enum.MEMBER`` through the class costs several
+# times a global lookup on Python 3.11, and these are compared on every request.
+_QUOTA = RoutingObjective.QUOTA
+_RELIABILITY = RoutingObjective.RELIABILITY
+_LATENCY = RoutingObjective.LATENCY
+_COST = RoutingObjective.COST
+_HALF_OPEN = CircuitState.HALF_OPEN
+
 _EMPTY_STATS = KeyStats()
 _UNKNOWN_LATENCY_MS = 0.0  # untried keys look fast, so they get explored
 
@@ -121,21 +129,21 @@ class RoutingEngine:
         places, as the score is)."""
         key = candidate.key
         parts = {"weighted_load": round(_load(stats, key.weight), 6)}
-        if objective is RoutingObjective.RELIABILITY:
+        if objective is _QUOTA:  # the default objective first
+            headroom = self._headroom(key) if self._headroom is not None else 1.0
+            parts["headroom"] = round(headroom, 6)
+        elif objective is _RELIABILITY:
             parts["success_rate"] = round(stats.success_rate, 6)
-        elif objective is RoutingObjective.LATENCY:
+        elif objective is _LATENCY:
             latency = stats.latency_ms if stats.latency_ms is not None else _UNKNOWN_LATENCY_MS
             parts["latency_ms"] = round(latency, 6)
-        elif objective is RoutingObjective.COST:
+        elif objective is _COST:
             price = self._price(key, model) if self._price is not None else None
             if price is None:
                 parts["price_unknown"] = 1.0
             else:
                 parts["price_per_mtok"] = round(price, 6)
-        elif objective is RoutingObjective.QUOTA:
-            headroom = self._headroom(key) if self._headroom is not None else 1.0
-            parts["headroom"] = round(headroom, 6)
-        if candidate.circuit is CircuitState.HALF_OPEN:
+        if candidate.circuit is _HALF_OPEN:
             parts["half_open"] = 1.0
         return parts
 
@@ -148,7 +156,7 @@ class RoutingEngine:
     ) -> Ranking:
         chosen_objective = objective or self.default_objective
         score = self._scorers.get(chosen_objective) or self._scorer(chosen_objective, model)
-        half_open = CircuitState.HALF_OPEN
+        half_open = _HALF_OPEN
         get_stats = stats.get
         # Ties go to the key used longest ago, then to registration order: deterministic. The
         # position is unique, so tuples never compare as far as the candidate and its stats.
