@@ -53,7 +53,7 @@ def count_sends(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 
 async def test_a_batch_of_commits_and_decisions_is_one_round_trip(
-    make_redis: RedisMaker, monkeypatch: pytest.MonkeyPatch
+    make_redis: RedisMaker, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = make_redis()
     await store.prepare()
@@ -73,7 +73,16 @@ async def test_a_batch_of_commits_and_decisions_is_one_round_trip(
     for n in range(5):
         (usage,) = await store.window_usage(f"k{n}", [TPM], T0 + 1)
         assert usage.used == 100.0
-    assert len(await store.recent_decisions()) == 5
+    stored = await store.recent_decisions()
+    assert [d.request_id for d in stored] == [f"req_{n}" for n in range(5)]
+    assert stored[0].explanation == decision("req_0").explanation  # recomputed when read
+    client: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        raw = await client.lrange(f"{redis_prefix}decisions", 0, -1)
+    finally:
+        await client.aclose()
+    assert len(raw) == 5
+    assert all('"explanation"' not in entry for entry in raw)  # not stored: derived
 
 
 async def test_a_script_the_server_lost_runs_again_and_nothing_twice(redis_prefix: str) -> None:

@@ -159,7 +159,13 @@ def decode_transition(raw: str | bytes) -> StateTransition:
 
 
 def encode_decision(decision: RoutingDecision) -> str:
-    return decision.model_dump_json()
+    """Without the explanation: it is computed from the other fields whenever a decoded
+    decision is read, so storing it would only format it once more per request (records
+    written with it still decode, the field being ignored on input)."""
+    return decision.model_dump_json(exclude=_COMPUTED_DECISION_FIELDS)
+
+
+_COMPUTED_DECISION_FIELDS = set(RoutingDecision.model_computed_fields)
 
 
 def decode_decision(raw: str | bytes) -> RoutingDecision:
