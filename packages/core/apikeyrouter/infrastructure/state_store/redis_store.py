@@ -63,6 +63,7 @@ from apikeyrouter.infrastructure.state_store.window_counter import BUCKETS_PER_W
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 _log = get_logger("apikeyrouter.state_store.redis")
+_BUCKETS_TEXT = str(BUCKETS_PER_WINDOW)
 #: Entries per append call: Lua's unpack() refuses a few thousand arguments.
 _DECISIONS_PER_APPEND = 500
 
@@ -225,18 +226,18 @@ class RedisStateStore(StateStore):
             return ReservationRefusal(None)
         keys: list[str] = []
         slots: dict[str, int] = {}
-        args: list[str | int | float] = [BUCKETS_PER_WINDOW, num(now), len(candidates)]
+        numbers = [_BUCKETS_TEXT, num(now), str(len(candidates))]
         for candidate in candidates:
             checks = self._checks(candidate)
-            args.append(len(checks))
+            numbers.append(str(len(checks)))
             for counter_id, limit, amount in checks:
                 name = self._names.window(counter_id, limit.metric, limit.window_seconds)
                 slot = slots.get(name)
                 if slot is None:
                     keys.append(name)
                     slot = slots[name] = len(keys)
-                args += [slot, num(limit.window_seconds), num(limit.limit), num(amount)]
-        granted, value = await lua.RESERVE(self._client, keys, args)
+                numbers += [str(slot), num(limit.window_seconds), num(limit.limit), num(amount)]
+        granted, value = await lua.RESERVE(self._client, keys, [" ".join(numbers)])
         if int(granted):
             chosen = candidates[int(value) - 1]
             return Reservation(
