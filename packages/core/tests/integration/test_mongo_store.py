@@ -58,6 +58,7 @@ from tests.integration.mongo_server import (  # noqa: F401 (pytest fixtures, use
     mongo_database_fixture,
     nx_server_fixture,
 )
+from tests.integration.store_equivalence import assert_matches_memory_store
 from tests.unit import test_memory_store as contract
 
 T0 = contract.T0
@@ -267,74 +268,9 @@ async def test_ping_is_false_when_the_server_is_unreachable() -> None:
 # --- the memory store and the MongoDB store agree, step by step -----------------------------------
 
 
-def _limits(rng: random.Random) -> tuple[WindowLimit, ...]:
-    return (
-        WindowLimit("requests", 60.0, float(rng.randint(2, 6))),
-        # A bucket width (13/60 s) that is not a binary fraction: exercises float rounding.
-        WindowLimit("requests", 13.0, float(rng.randint(1, 3))),
-        WindowLimit("tokens", 60.0, float(rng.choice([500, 1_000]))),
-        WindowLimit("tokens", 3_600.0, 4_000.0),
-        WindowLimit("spend", 3_600.0, 0.75),
-    )
-
-
 @pytest.mark.parametrize("seed", range(3))
 async def test_random_sequences_match_the_memory_store(seed: int, make_mongo: StoreMaker) -> None:
-    rng = random.Random(seed)
-    memory = InMemoryStateStore()
-    mongo = await make_mongo()
-    key_ids = ["k0", "k1", "k2"]
-    limits = {k: _limits(rng) for k in key_ids}
-    budget = WindowLimit("spend", 3_600.0, 1.25)
-    now = 1_700_000_000.0 + rng.random() * 100
-    pending: list[Reservation] = []
-    outcomes: Counter[str] = Counter()
-
-    for _ in range(250):
-        op = rng.random()
-        if op < 0.5:
-            tokens = rng.choice([0, rng.randint(1, 400), rng.randint(1, 400), 1_500])
-            spend = rng.uniform(0.0, 0.2)
-            shared = (SharedCounter("budget", budget, spend),) if rng.random() < 0.5 else ()
-            candidates = [
-                ReservationRequest(
-                    k, limits[k], {"requests": 1, "tokens": tokens, "spend": spend}, shared
-                )
-                for k in rng.sample(key_ids, rng.randint(1, 3))
-            ]
-            expected = await memory.reserve(candidates, now)
-            assert await mongo.reserve(candidates, now) == expected
-            outcomes[type(expected).__name__] += 1
-            if isinstance(expected, Reservation):
-                pending.append(expected)
-        elif op < 0.7 and pending:
-            reservation = pending.pop(rng.randrange(len(pending)))
-            actual: dict[str, float] = {"tokens": float(rng.randint(0, 600))}
-            if rng.random() < 0.7:
-                actual["spend"] = rng.uniform(0.0, 0.3)
-            await memory.commit(reservation, actual)
-            await mongo.commit(reservation, actual)
-        elif op < 0.8 and pending:
-            reservation = pending.pop(rng.randrange(len(pending)))
-            await memory.release(reservation)
-            await mongo.release(reservation)
-        elif op < 0.87:  # the provider reports usage we did not reserve (or less)
-            key_id = rng.choice(key_ids)
-            limit = rng.choice(limits[key_id])
-            amount = rng.choice([1.0, 150.0, rng.uniform(-0.1, 0.3), -50.0])
-            await memory.charge(key_id, limit, amount, now)
-            await mongo.charge(key_id, limit, amount, now)
-        else:
-            now += rng.choice([0.1, 0.25, 0.9, 3.0, 11.5, 29.0, 61.0, 400.0, 3_700.0])
-        for key_id in key_ids:
-            assert await mongo.window_usage(key_id, limits[key_id], now) == (
-                await memory.window_usage(key_id, limits[key_id], now)
-            )
-        assert await mongo.window_usage("budget", [budget], now) == (
-            await memory.window_usage("budget", [budget], now)
-        )
-    assert outcomes["Reservation"] > 20
-    assert outcomes["ReservationRefusal"] > 20
+    await assert_matches_memory_store(await make_mongo(), seed, steps=250)
 
 
 # --- replicas -------------------------------------------------------------------------------------
