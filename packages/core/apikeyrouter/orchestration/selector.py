@@ -225,7 +225,7 @@ class KeySelector:
         if not requests and found.excluded.get(UNPRICED_UNDER_SPEND_LIMIT):
             return UnpricedSpendLimitError(
                 f"model {intent.model!r} has no price in the pricing table, so the spending "
-                "limits on every key that could serve it (a hard budget or spend_per_month) "
+                "limits on the keys ranked to serve it (a hard budget or spend_per_month) "
                 "cannot be enforced; add the model to the pricing overrides (a price of 0 is "
                 "allowed)",
                 param="model",

@@ -235,7 +235,7 @@ class BudgetExceededError(ApiKeyRouterError):
 
 
 class UnpricedSpendLimitError(ApiKeyRouterError):
-    """A spending limit applies to every key that could serve, but the model has no price.
+    """A spending limit applies to every key ranked to serve, but the model has no price.
 
     A hard budget and a key's ``spend_per_month`` count dollars; a model the price table does
     not know would count as free and pass any limit, which is the one thing a spending limit
