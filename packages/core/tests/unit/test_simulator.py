@@ -848,8 +848,11 @@ async def test_shutdown_does_not_wait_for_held_requests(
     server = run_simulator_in_thread(server_provider)
     headers = {"Authorization": f"Bearer {KEY}"}
     try:
+        # Only the read is short: a connect on a loaded machine may take longer than the held
+        # request's 0.3 s, and would then fail as a connect timeout, not the read timeout.
+        timeout = httpx.Timeout(10.0, read=0.3)
         async with httpx.AsyncClient(
-            base_url=server.base_url, headers=headers, timeout=0.3
+            base_url=server.base_url, headers=headers, timeout=timeout
         ) as client:
             with pytest.raises(httpx.ReadTimeout):
                 await client.post("/chat/completions", json=chat_body())
