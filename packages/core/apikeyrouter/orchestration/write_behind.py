@@ -44,8 +44,8 @@ class WriteBehind:
         self._store = store
         self._log = log
         self._capacity = capacity
-        self._commits: list[FinishedCommit] = []
-        self._after: list[AfterCommit] = []
+        #: Each commit with what runs once it is written: a batch runs its own callbacks.
+        self._commits: list[tuple[FinishedCommit, AfterCommit | None]] = []
         self._decisions: list[RoutingDecision] = []
         self._task: asyncio.Task[None] | None = None
         self.decisions_written = 0
@@ -61,9 +61,7 @@ class WriteBehind:
         and the caller must write it itself."""
         if len(self._commits) >= self._capacity:
             return False
-        self._commits.append((reservation, actual))
-        if after is not None:
-            self._after.append(after)
+        self._commits.append(((reservation, actual), after))
         self._wake()
         return True
 
@@ -84,17 +82,12 @@ class WriteBehind:
 
     async def _drain(self) -> None:
         while self._commits or self._decisions:
-            commits = self._commits[:BATCH_LIMIT]
+            queued = self._commits[:BATCH_LIMIT]
             decisions = self._decisions[:BATCH_LIMIT]
-            del self._commits[: len(commits)]
+            del self._commits[: len(queued)]
             del self._decisions[: len(decisions)]
-            # Callbacks wait for the batch their commit is in; taking them all is safe, since
-            # every commit queued before them is in this batch or an earlier one.
-            after = self._after if not self._commits else []
-            if after:
-                self._after = []
-            await self._write(commits, decisions)
-            for callback in after:
+            await self._write([commit for commit, _ in queued], decisions)
+            for callback in (after for _, after in queued if after is not None):
                 try:
                     await callback()
                 except Exception as exc:  # a budget check must never take routing down

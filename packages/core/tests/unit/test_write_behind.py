@@ -152,3 +152,20 @@ async def test_items_queued_while_a_batch_is_written_go_in_the_next() -> None:
     await writer.flush()
     assert store.batches == [(1, 0), (1, 0)]
     assert order == ["first", "second"]
+
+
+async def test_callbacks_run_with_their_own_batch_when_a_backlog_remains() -> None:
+    store = CountingStore()
+    writer = WriteBehind(store, get_logger())
+    reservation = await reserved(store, "k", 10.0)
+    seen_after_batches: list[int] = []
+
+    async def first() -> None:
+        seen_after_batches.append(len(store.batches))
+
+    writer.commit(reservation, {"tokens": 1.0}, first)
+    for _ in range(BATCH_LIMIT):  # more than one batch's worth behind it
+        writer.commit(reservation, {"tokens": 1.0})
+    await writer.flush()
+    assert store.batches == [(BATCH_LIMIT, 0), (1, 0)]
+    assert seen_after_batches == [1]  # right after its own batch, not after the backlog
