@@ -55,8 +55,8 @@ from apikeyrouter.utils.validation import intent_from_openai
 _LIMIT_FIELDS = frozenset(KeyLimits.model_fields)
 _KEY_FIELDS = frozenset({"weight", "tags", "models", "key_id", "limits"})
 _Result = TypeVar("_Result", RouterResponse, RoutedStream)
-#: Errors after which the next step of the plan (group member, fallback) is tried.
-#: Errors that say "not with this model": the plan's next step (another model) may serve.
+#: Errors that say "not with this model": the plan's next step (group member, fallback) may
+#: serve.
 _NEXT_STEP_ERRORS = (NoKeyAvailableError, ModelNotFoundError, UnpricedSpendLimitError)
 
 

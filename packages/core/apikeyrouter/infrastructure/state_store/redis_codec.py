@@ -158,14 +158,14 @@ def decode_transition(raw: str | bytes) -> StateTransition:
     return StateTransition.model_validate_json(raw)
 
 
+_COMPUTED_DECISION_FIELDS = set(RoutingDecision.model_computed_fields)
+
+
 def encode_decision(decision: RoutingDecision) -> str:
     """Without the explanation: it is computed from the other fields whenever a decoded
     decision is read, so storing it would only format it once more per request (records
     written with it still decode, the field being ignored on input)."""
     return decision.model_dump_json(exclude=_COMPUTED_DECISION_FIELDS)
-
-
-_COMPUTED_DECISION_FIELDS = set(RoutingDecision.model_computed_fields)
 
 
 def decode_decision(raw: str | bytes) -> RoutingDecision:

@@ -463,9 +463,8 @@ return out
 """
 )
 
-# KEYS: list. ARGV: entry, max length, TTL seconds (0 = none). Append and cap in one step.
-#: Append ARGV[3..] to the list KEYS[1], keep its last ARGV[1] entries, expire it after ARGV[2]
-#: seconds (0: never). Several entries in one call: a batch of decision records.
+# KEYS: list. ARGV: max length, TTL seconds (0 = none), then the entries. Append and cap in
+# one step; several entries in one call for a batch of decision records.
 APPEND_CAPPED = LuaScript(
     """
 redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
