@@ -91,7 +91,14 @@ async def redis_prefix() -> AsyncIterator[str]:
             "running Redis server; start one (CI provides it) or deselect with -m 'not redis'.",
             pytrace=False,
         )
+    await admin.aclose()
     yield prefix
+    await delete_redis_prefix(prefix)
+
+
+async def delete_redis_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix`` (SCAN + DEL: the server is shared, never flushed)."""
+    admin: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
     try:
         keys = [k async for k in admin.scan_iter(match=glob_escape(prefix) + "*", count=1000)]
         if keys:

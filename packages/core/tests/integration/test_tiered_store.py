@@ -19,13 +19,11 @@ from apikeyrouter.domain.interfaces.state_store import Reservation, StateStore
 from apikeyrouter.domain.models.api_key import KeyState
 from apikeyrouter.infrastructure.state_store import mongo_indexes as schema
 from apikeyrouter.infrastructure.state_store.mongo_store import MongoStateStore
-from apikeyrouter.infrastructure.state_store.redis_codec import glob_escape
 from apikeyrouter.infrastructure.state_store.redis_store import RedisStateStore
 from apikeyrouter.infrastructure.state_store.tiered_store import TieredStateStore
 from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
 
-from tests.integration.conftest import REDIS_URL
+from tests.integration.conftest import REDIS_URL, delete_redis_prefix
 from tests.integration.mongo_server import (  # noqa: F401 (pytest fixtures, used by name)
     NxServer,
     mongo_database_fixture,
@@ -71,13 +69,7 @@ async def raw_db(nx_server: NxServer, mongo_database: str) -> AsyncIterator[Any]
 
 async def wipe_redis(prefix: str) -> None:
     """What a Redis restarted without persistence looks like: nothing under the prefix."""
-    admin: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = [k async for k in admin.scan_iter(match=glob_escape(prefix) + "*", count=1000)]
-        if keys:
-            await admin.delete(*keys)
-    finally:
-        await admin.aclose()
+    await delete_redis_prefix(prefix)
 
 
 # --- the shared contract suite ----------------------------------------------------------------
