@@ -36,7 +36,7 @@ from apikeyrouter.orchestration.context import RouterContext
 from apikeyrouter.orchestration.planner import ModelGroup, RoutePlanner
 from apikeyrouter.orchestration.recorder import OutcomeRecorder
 from apikeyrouter.orchestration.run import Lease, RequestRun, Step
-from apikeyrouter.orchestration.selector import KeySelector
+from apikeyrouter.orchestration.selector import DEFAULT_SCAN_LIMIT, KeySelector
 from apikeyrouter.orchestration.sync import StoreEventSync
 from apikeyrouter.orchestration.write_behind import WriteBehind
 from apikeyrouter.router_stream import RoutedStream
@@ -86,11 +86,17 @@ class ApiKeyRouter:
         clock: Callable[[], float] = time.time,
         record_decisions: bool = True,
         write_behind: bool | None = None,
+        scan_limit: int | None = DEFAULT_SCAN_LIMIT,
     ) -> None:
         """``write_behind``: write commits and decision records to the store off the request
         path, in batches (see :mod:`apikeyrouter.orchestration.write_behind`), so a request's
         only store round trip is its reservation. Default: on for any store but the in-memory
-        one, where an inline write costs nothing; :meth:`flush` writes what is queued."""
+        one, where an inline write costs nothing; :meth:`flush` writes what is queued.
+
+        ``scan_limit``: routable keys a request gathers per provider before ranking them; a
+        larger pool is scanned in turns, each request going on where the last one stopped, so
+        routing costs the same for ten thousand keys as for a few dozen (see
+        :class:`~apikeyrouter.orchestration.selector.KeySelector`). None: rank every key."""
         store = store if store is not None else InMemoryStateStore()
         keys = KeyManager(store, KeyEncryptor(master_key), clock)
         quota = QuotaAwarenessEngine(
@@ -126,7 +132,7 @@ class ApiKeyRouter:
         self.failures = self._ctx.failures
         self.policies = self._ctx.policies
         self.planner = RoutePlanner()
-        self._selector = KeySelector(self._ctx)
+        self._selector = KeySelector(self._ctx, scan_limit)
         self._providers_by_model: dict[str, frozenset[str]] = {}
         self.recorder = OutcomeRecorder(self._ctx)
         keys.removal_listeners.append(self._key_removed)
@@ -145,6 +151,15 @@ class ApiKeyRouter:
             await self.keys.load()
             return False
         return await self.sync.start(ready_timeout=ready_timeout)
+
+    @property
+    def scan_limit(self) -> int | None:
+        """Routable keys gathered per provider before ranking (None: every key)."""
+        return self._selector.scan_limit
+
+    @scan_limit.setter
+    def scan_limit(self, value: int | None) -> None:
+        self._selector.scan_limit = value
 
     def __repr__(self) -> str:
         return (

@@ -78,13 +78,38 @@ def needs_vision(intent: RequestIntent) -> bool:
     return False
 
 
+#: Routable keys gathered per provider before ranking, by default (see ``KeySelector``).
+DEFAULT_SCAN_LIMIT = 64
+
+
 class KeySelector:
-    def __init__(self, ctx: RouterContext) -> None:
+    """``scan_limit``: in a provider with more keys than this, the scan stops once this many
+    routable keys are found, and the next request carries on from there, so a pool of ten
+    thousand keys costs a request about what a pool of ``scan_limit`` does, and every key is
+    still visited in turn. The objective then ranks within what was scanned; when that yields
+    no key (every one scanned was full, say), the whole pool is scanned before giving up, so
+    the limit never turns away a request that some key could serve. None scans every key."""
+
+    def __init__(self, ctx: RouterContext, scan_limit: int | None = DEFAULT_SCAN_LIMIT) -> None:
         self._ctx = ctx
+        self.scan_limit = scan_limit
+        self._resume_at: dict[str, int] = {}  # provider id: where its next bounded scan starts
+
+    @property
+    def scan_limit(self) -> int | None:
+        return self._scan_limit
+
+    @scan_limit.setter
+    def scan_limit(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise ValueError(f"scan_limit must be a positive integer or None, not {value!r}")
+        self._scan_limit = value
 
     # --- candidates -------------------------------------------------------------------------
-    def candidates(self, run: RequestRun, now: float) -> CandidateSet:
+    def candidates(self, run: RequestRun, now: float, *, whole: bool = False) -> CandidateSet:
+        """``whole``: scan every key whatever the scan limit (the fallback before refusing)."""
         ctx = self._ctx
+        limit = None if whole else self._scan_limit
         intent = run.step_intent
         pinned = run.step.provider_id
         allows = None if run.policy.allows_everything else run.policy.allows
@@ -112,7 +137,12 @@ class KeySelector:
                 ctx.circuits,
                 run.tried,
                 allows,
+                limit=limit,
+                start=self._resume_at.get(provider_id, 0),
+                pool_id=provider_id,
             )
+            if found.resume_at:
+                self._resume_at.update(found.resume_at)
             if len(ctx.providers) == 1:
                 return found
             merged.merge(found)
@@ -173,14 +203,23 @@ class KeySelector:
             outcome = None
 
     async def try_acquire(self, run: RequestRun) -> Lease | ApiKeyRouterError:
+        outcome, found = await self._try_acquire(run, whole=False)
+        if found.truncated and not isinstance(outcome, Lease):
+            # Nothing in the part scanned could take it: look at every key before refusing.
+            outcome, _ = await self._try_acquire(run, whole=True)
+        return outcome
+
+    async def _try_acquire(
+        self, run: RequestRun, *, whole: bool
+    ) -> tuple[Lease | ApiKeyRouterError, CandidateSet]:
         ctx = self._ctx
         intent = run.step_intent
         now = ctx.clock()
-        found = self.candidates(run, now)
+        found = self.candidates(run, now, whole=whole)
         run.last_excluded = found.excluded
         if not found.candidates:
             decision = self._decision(run, found, [], None, now)
-            return self.no_key_error(run, decision, found.earliest_ready_at, now)
+            return self.no_key_error(run, decision, found.earliest_ready_at, now), found
         ranking = ctx.engine.rank(found.candidates, ctx.stats, intent.model, run.objective)
         prompt_tokens = estimate_prompt_tokens(intent)
         allowance = completion_allowance(intent)
@@ -223,20 +262,24 @@ class KeySelector:
                 continue
             requests.append(request)
         if not requests and found.excluded.get(UNPRICED_UNDER_SPEND_LIMIT):
-            return UnpricedSpendLimitError(
+            error = UnpricedSpendLimitError(
                 f"model {intent.model!r} has no price in the pricing table, so the spending "
                 "limits on the keys ranked to serve it (a hard budget or spend_per_month) "
                 "cannot be enforced; add the model to the pricing overrides (a price of 0 is "
                 "allowed)",
                 param="model",
             )
+            return error, found
         while True:
             reserved = (
                 await ctx.store.reserve(requests, now) if requests else ReservationRefusal(None)
             )
             if isinstance(reserved, ReservationRefusal):
                 decision = self._decision(run, found, ranking.scores, None, now)
-                return await self._refused(run, decision, found, reserved, requests, budgets, now)
+                refused = await self._refused(
+                    run, decision, found, reserved, requests, budgets, now
+                )
+                return refused, found
             if reserved.key_id not in half_open or await ctx.store.try_acquire_probe(
                 reserved.key_id, now
             ):
@@ -251,7 +294,7 @@ class KeySelector:
         if stats is None:
             stats = ctx.stats[key.id] = KeyStats()
         stats.in_flight += 1
-        return Lease(
+        lease = Lease(
             key=key,
             adapter=ctx.adapters[key.provider_id],
             reservation=reserved,
@@ -262,6 +305,7 @@ class KeySelector:
             budgets=budgets.get(key.id, ()),
             probe=key.id in half_open,
         )
+        return lease, found
 
     def _decision(
         self,
@@ -277,6 +321,11 @@ class KeySelector:
             notes.append(f"failed over from {tried}")
         if run.step.reason != "requested":
             notes.append(f"serving {run.step} as {run.step.reason}")
+        if found.truncated:
+            notes.append(
+                f"looked at {found.considered} of {found.pool} keys: the scan stops at "
+                f"{self._scan_limit} routable keys per provider, the next request goes on"
+            )
         return trusted(  # hot path: every field given, no validation
             RoutingDecision,
             request_id=run.step_intent.request_id,

@@ -7,7 +7,7 @@ every change through the state store, whose compare-and-set makes state changes 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from apikeyrouter.domain.interfaces.state_store import StateStore
@@ -47,6 +47,9 @@ class KeyManager:
         self._clock = clock
         self._keys: dict[str, APIKey] = {}
         self._by_provider: dict[str, dict[str, APIKey]] = {}
+        #: Each provider's keys as a sequence, rebuilt after a key joins or leaves: routing
+        #: scans large pools from a rotating position, which needs indexed access.
+        self._pools: dict[str, tuple[APIKey, ...]] = {}
         #: Called with a key's id once it is gone for good (revoked here, or deleted by another
         #: process), so what other components keep per key goes with it.
         self.removal_listeners: list[Callable[[str], None]] = []
@@ -91,11 +94,13 @@ class KeyManager:
     def _index(self, key: APIKey) -> None:
         self._keys[key.id] = key
         self._by_provider.setdefault(key.provider_id, {})[key.id] = key
+        self._pools.pop(key.provider_id, None)
 
     def _unindex(self, key_id: str) -> None:
         key = self._keys.pop(key_id, None)
         if key is not None:
             self._by_provider.get(key.provider_id, {}).pop(key_id, None)
+            self._pools.pop(key.provider_id, None)
 
     def index(self, key: APIKey) -> None:
         """Track a key another process stored (no store write: it is already there)."""
@@ -144,8 +149,12 @@ class KeyManager:
     def list_redacted(self, provider_id: str | None = None) -> list[dict[str, Any]]:
         return [key.redacted() for key in self.list_keys(provider_id)]
 
-    def keys_for_provider(self, provider_id: str) -> Iterable[APIKey]:
-        return self._by_provider.get(provider_id, {}).values()
+    def keys_for_provider(self, provider_id: str) -> Sequence[APIKey]:
+        """The provider's keys in registration order (the hot path's view: not a copy)."""
+        pool = self._pools.get(provider_id)
+        if pool is None:
+            pool = self._pools[provider_id] = tuple(self._by_provider.get(provider_id, {}).values())
+        return pool
 
     def secret(self, key: APIKey) -> str:
         """Decrypt key material; call only right before sending it upstream."""
