@@ -12,6 +12,7 @@ from typing import Any, Literal
 from apikeyrouter import KeyLimits, RetryPolicy, RoutingObjective
 from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
 from apikeyrouter.infrastructure.adapters.generic_http_adapter import OPENAI_COMPATIBLE_PRESETS
+from apikeyrouter.orchestration.selector import DEFAULT_SCAN_LIMIT
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 #: Ids end up in URLs, metric labels and log lines: keep them to a safe, boring alphabet.
@@ -96,6 +97,14 @@ class AuthConfig(Section):
 class RoutingConfig(Section):
     objective: RoutingObjective | None = Field(
         default=None, description="Default routing objective; omitted means the library's default."
+    )
+    scan_limit: int | None = Field(
+        default=DEFAULT_SCAN_LIMIT,
+        ge=1,
+        description=(
+            "Routable keys a request gathers per provider before ranking; larger pools are "
+            "scanned in turns, each request going on where the last stopped. null: every key."
+        ),
     )
     max_attempts: int = Field(default=4, ge=1, le=50)
     deadline_seconds: float = Field(default=60.0, gt=0)

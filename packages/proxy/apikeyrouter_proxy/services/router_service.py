@@ -127,6 +127,7 @@ class RouterService:
             circuit_policy=config.circuit.policy(),
             clock=clock,
             master_key=master_key,
+            scan_limit=config.routing.scan_limit,
             **options,
         )
         #: What an omitted ``routing.objective`` means (the library's own default).
@@ -288,6 +289,7 @@ class RouterService:
         router.failures.retry = config.routing.retry_policy()
         router.failures.circuit = config.circuit.policy()
         router.engine.default_objective = config.routing.objective or self._default_objective
+        router.scan_limit = config.routing.scan_limit
         for provider in config.providers:
             if provider.id in adapters:
                 await self._register_provider(provider, adapters[provider.id], SOURCE_CONFIG)

@@ -101,6 +101,16 @@ def test_validation_errors_name_field_and_line_and_hide_values() -> None:
     assert "THIS-IS-SECRET" not in described
 
 
+def test_scan_limit_defaults_accepts_null_and_rejects_zero() -> None:
+    assert load_config_text("{}", env={}, use_env_overrides=False).routing.scan_limit == 64
+    whole = load_config_text("routing:\n  scan_limit: null\n", env={}, use_env_overrides=False)
+    assert whole.routing.scan_limit is None
+    with pytest.raises(ConfigError) as caught:
+        load_config_text("routing:\n  scan_limit: 0\n", env={}, use_env_overrides=False)
+    (issue,) = caught.value.issues
+    assert (issue.path, issue.line) == ("routing.scan_limit", 2)
+
+
 def test_missing_required_field_points_at_its_parent() -> None:
     text = "providers:\n  - kind: openai\n    keys: []\n"
     with pytest.raises(ConfigError) as caught:

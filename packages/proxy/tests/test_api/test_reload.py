@@ -38,8 +38,9 @@ async def test_reload_adds_updates_and_revokes_keys(sim: SimulatedProvider) -> N
                 {"id": "a", "key": KEY_A, "requests_per_minute": 20, "weight": 5},
                 {"id": "b", "key": KEY_B},
             ],
-            routing={"max_attempts": 2},
+            routing={"max_attempts": 2, "scan_limit": 16},
         )
+        assert service.router.scan_limit == 64  # the default
         report = await proxy.runtime.apply(second)
         assert report.keys_added == ["b"]
         assert report.keys_updated == ["a"]
@@ -50,6 +51,7 @@ async def test_reload_adds_updates_and_revokes_keys(sim: SimulatedProvider) -> N
         assert key_a.usage.successes >= 1
         assert not service.has_key("bad")
         assert service.router.failures.retry.max_attempts == 2
+        assert service.router.scan_limit == 16
         # Nothing changed: nothing happens.
         again = await proxy.runtime.apply(second)
         assert not any(again.as_dict().values())
