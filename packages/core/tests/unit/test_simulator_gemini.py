@@ -23,6 +23,7 @@ from apikeyrouter.testing import (
     run_simulator_in_thread,
 )
 from apikeyrouter.testing.simulator.asgi import SimulatedDisconnect
+from apikeyrouter.testing.simulator.gemini_wire import thought_signature
 
 KEY = "AIza-test-0123456789abcdef"
 MODEL = "gemini-2.5-flash"
@@ -246,7 +247,12 @@ async def test_weather_with_tools_answers_with_function_call(
     candidate = (await client.post(GENERATE, json=weather())).json()["candidates"][0]
     assert candidate["finishReason"] == "STOP"
     assert candidate["content"] == {
-        "parts": [{"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}}],
+        "parts": [
+            {
+                "functionCall": {"name": "get_weather", "args": {"location": "Paris"}},
+                "thoughtSignature": thought_signature("get_weather"),
+            }
+        ],
         "role": "model",
     }
     chunks = sse_payloads((await client.post(STREAM, params={"alt": "sse"}, json=weather())).text)
@@ -257,6 +263,39 @@ async def test_weather_with_tools_answers_with_function_call(
     no_tools = {"contents": weather()["contents"]}
     plain = (await client.post(GENERATE, json=no_tools)).json()["candidates"][0]
     assert "text" in plain["content"]["parts"][0]
+
+
+def _after_call(signature: str | None, *, new_turn: bool = False) -> dict[str, Any]:
+    """A conversation whose model step called get_weather and got its result back."""
+    call: dict[str, Any] = {"functionCall": {"name": "get_weather", "args": {"location": "Paris"}}}
+    if signature is not None:
+        call["thoughtSignature"] = signature
+    contents = [
+        {"role": "user", "parts": [{"text": "What is the Weather in town?"}]},
+        {"role": "model", "parts": [call]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
+                                                         "response": {"temp": 20}}}]},
+    ]  # fmt: skip
+    if new_turn:
+        contents += [
+            {"role": "model", "parts": [{"text": "It is 20 degrees."}]},
+            {"role": "user", "parts": [{"text": "Thanks!"}]},
+        ]
+    return weather(contents=contents)
+
+
+async def test_gemini_3_refuses_an_unsigned_function_call_in_the_current_turn_only(
+    sim: tuple[SimulatedProvider, httpx.AsyncClient],
+) -> None:
+    _, client = sim
+    gemini_3 = "/v1beta/models/gemini-3.5-flash:generateContent"
+    unsigned = await client.post(gemini_3, json=_after_call(None))
+    assert "missing a thought_signature" in error_of(unsigned, 400, "INVALID_ARGUMENT")["message"]
+    signed = await client.post(gemini_3, json=_after_call(thought_signature("get_weather")))
+    assert signed.status_code == 200
+    # An earlier turn is not checked, and older models never check.
+    assert (await client.post(gemini_3, json=_after_call(None, new_turn=True))).status_code == 200
+    assert (await client.post(GENERATE, json=_after_call(None))).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -617,7 +656,7 @@ async def test_models_list_pagination_and_get(
     rest = await client.get(
         "/v1beta/models", params={"pageSize": 3, "pageToken": first["nextPageToken"]}
     )
-    assert [m["baseModelId"] for m in rest.json()["models"]] == [DEFAULT_GEMINI_MODELS[-1]]
+    assert [m["baseModelId"] for m in rest.json()["models"]] == list(DEFAULT_GEMINI_MODELS[3:])
     bad_token = await client.get("/v1beta/models", params={"pageToken": "nope"})
     error_of(bad_token, 400, "INVALID_ARGUMENT")
 

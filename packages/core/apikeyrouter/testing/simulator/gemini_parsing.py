@@ -4,8 +4,10 @@ Google's JSON parser accepts each field in lowerCamelCase or in its proto snake_
 and rejects any field the message does not have (``Unknown name "max_tokens"``), which is exactly
 what catches an adapter leaking OpenAI fields; the API also demands non-empty ``contents`` and
 ``parts``, one data field per part, roles ``user``/``model``, and a function-response turn right
-after the function-call turn it answers, with as many responses as calls. All answered with 400
-``INVALID_ARGUMENT``.
+after the function-call turn it answers, with as many responses as calls. Gemini 3 models also
+demand the thought signature on the first function call of every model step in the current
+turn (since the last user turn with text in it): a conversation whose signatures were dropped on
+the way fails, as it does at Google. All answered with 400 ``INVALID_ARGUMENT``.
 
 Token estimate, as for OpenAI: ceil(chars / 4) over all text (system instruction, text parts,
 function calls and responses as JSON), plus 3 per content and 3 for a system instruction.
@@ -103,6 +105,9 @@ class _Contents:
         self.chars = 0
         self.quoted = ""  # all text of the last user turn, function responses included
         self.user_text = ""  # only what the user typed in the last user turn
+        #: Index of a model content in the current turn whose first function call carries no
+        #: thought signature (None: every step is signed, or none calls a function).
+        self.unsigned_call_at: int | None = None
         self._previous_calls = 0
 
     def walk(self, contents: Any) -> int:
@@ -126,6 +131,7 @@ class _Contents:
         typed: list[str] = []
         responses: list[str] = []
         calls = 0
+        first_call_signed = True
         for position, raw in enumerate(parts):
             where = f"contents[{index}].parts[{position}]"
             part = _fields(raw, _PART_FIELDS, where)
@@ -134,6 +140,8 @@ class _Contents:
                 if part.get("thought") is not True:
                     typed.append(part["text"])
             elif kind == "functionCall":
+                if not calls:
+                    first_call_signed = bool(part.get("thoughtSignature"))
                 calls += 1
                 self.chars += len(orjson.dumps(part[kind].get("args", {})))
             elif kind == "functionResponse":
@@ -144,6 +152,10 @@ class _Contents:
         if role == "user":
             self.user_text = "".join(typed)
             self.quoted = "".join(responses + typed)
+            if typed:  # a new turn starts: only its own steps are checked
+                self.unsigned_call_at = None
+        elif calls and not first_call_signed and self.unsigned_call_at is None:
+            self.unsigned_call_at = index
 
     def _check_pairing(self, responses: int) -> None:
         if not responses:
@@ -320,6 +332,14 @@ def parse_generate(payload: dict[str, Any], model: str, stream: bool) -> NativeR
     system = _system_text(request.get("systemInstruction"))
     config = _config(request.get("generationConfig"))
     messages = count + (1 if system else 0)
+    if walk.unsigned_call_at is not None and model.startswith("gemini-3"):
+        raise invalid_argument(
+            "Function call is missing a thought_signature in functionCall parts. This is "
+            "required for tools to work correctly, and missing thought_signature may lead to "
+            f"degraded model performance. Additional data, position {walk.unsigned_call_at}. "
+            "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more "
+            "details."
+        )
     return NativeRequest(
         model=model,
         stream=stream,

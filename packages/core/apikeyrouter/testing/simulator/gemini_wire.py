@@ -9,6 +9,7 @@ does the simulator: the ``RetryInfo`` of a 429 is the only hint a router gets.
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
@@ -167,10 +168,16 @@ def server_error(status: int) -> dict[str, Any]:
 # -- responses ----------------------------------------------------------------------------------
 
 
+def thought_signature(name: str) -> str:
+    """The opaque signature the simulator puts on a function call (base64, as Google's are)."""
+    return base64.b64encode(f"sim-thought:{name}".encode()).decode()
+
+
 def _parts(reply: NativeReply, text: str) -> list[dict[str, Any]]:
     call = reply.tool_call
     if call is not None:
-        return [{"functionCall": {"name": call.name, "args": call.arguments}}]
+        function_call = {"name": call.name, "args": call.arguments}
+        return [{"functionCall": function_call, "thoughtSignature": thought_signature(call.name)}]
     return [{"text": text}]
 
 

@@ -38,6 +38,7 @@ DEFAULT_ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opu
 DEFAULT_GEMINI_MODELS = (
     "gemini-2.5-flash",
     "gemini-2.5-pro",
+    "gemini-3.5-flash",
     "text-embedding-004",
     "gemini-embedding-001",
 )
