@@ -20,7 +20,7 @@ from .conftest import FakeClock
 
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
 ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
-GEMINI_MODELS = ("gemini-2.5-flash", "text-embedding-004")
+GEMINI_MODELS = ("gemini-2.5-flash", "gemini-3.5-flash", "text-embedding-004")
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",

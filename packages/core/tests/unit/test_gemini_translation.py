@@ -15,6 +15,7 @@ from apikeyrouter.infrastructure.adapters.gemini_stream import (
     parse_sse_payload,
 )
 from apikeyrouter.infrastructure.adapters.gemini_translation import (
+    FOREIGN_THOUGHT_SIGNATURE,
     from_gemini_embedding_response,
     from_gemini_response,
     map_finish_reason,
@@ -78,6 +79,7 @@ def test_function_calling_conversation_matches_documented_request() -> None:
                             "name": "get_current_temperature",
                             "arguments": '{"location": "London"}',
                         },
+                        "extra_content": {"google": {"thought_signature": "Q2lnLXNpZ25hdHVyZS0x"}},
                     }
                 ],
             },
@@ -225,7 +227,12 @@ def test_tool_result_that_is_not_json_is_wrapped() -> None:
     )
     assert request["contents"][1] == {
         "role": "model",
-        "parts": [{"functionCall": {"name": "lookup", "args": {}}}],
+        "parts": [
+            {
+                "functionCall": {"name": "lookup", "args": {}},
+                "thoughtSignature": FOREIGN_THOUGHT_SIGNATURE,  # the history has none
+            }
+        ],
     }
     assert request["contents"][2]["parts"] == [
         {"functionResponse": {"name": "lookup", "response": {"result": "sunny"}}},
@@ -321,8 +328,46 @@ def test_function_call_response_gets_stable_ids() -> None:
         {"location": "London"},
         {"location": "Paris"},
     ]
+    # Parallel calls: Gemini signs the first only, and so does the translation.
+    assert calls[0]["extra_content"] == {"google": {"thought_signature": "Q2lnLXBhcmFsbGVsLTE="}}
+    assert "extra_content" not in calls[1]
     again = from_gemini_response(payload, "gemini-x", 0, "chatcmpl-2")
     assert again["choices"][0]["message"]["tool_calls"] == calls
+
+
+def test_a_reply_kept_in_the_history_hands_gemini_its_signatures_back_unchanged() -> None:
+    reply = from_gemini_response(load("generate_function_call.json"), "gemini-x", 0, "c")
+    message = reply["choices"][0]["message"]
+    results = [
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 15}'}
+        for call in message["tool_calls"]
+    ]
+    request = to_gemini_request({"messages": [user("Weather?"), message, *results]})
+    sent = load("generate_function_call.json")["candidates"][0]["content"]["parts"]
+    assert request["contents"][1] == {"role": "model", "parts": sent}
+
+
+def test_only_the_first_call_of_a_step_without_any_signature_gets_the_stand_in() -> None:
+    def calls(*signatures: str | None) -> dict[str, Any]:
+        tool_calls = []
+        for n, signature in enumerate(signatures):
+            call: dict[str, Any] = {
+                "id": f"c{n}",
+                "type": "function",
+                "function": {"name": f"f{n}", "arguments": "{}"},
+            }
+            if signature is not None:
+                call["extra_content"] = {"google": {"thought_signature": signature}}
+            tool_calls.append(call)
+        return {"role": "assistant", "content": None, "tool_calls": tool_calls}
+
+    def signatures(message: dict[str, Any]) -> list[str | None]:
+        request = to_gemini_request({"messages": [user("go"), message]})
+        return [part.get("thoughtSignature") for part in request["contents"][1]["parts"]]
+
+    assert signatures(calls(None, None)) == [FOREIGN_THOUGHT_SIGNATURE, None]
+    assert signatures(calls("c2ln", None)) == ["c2ln", None]
+    assert signatures(calls("c2ln", "c2lnMg==")) == ["c2ln", "c2lnMg=="]
 
 
 @pytest.mark.parametrize(
@@ -487,6 +532,7 @@ def test_function_call_stream_translation() -> None:
     assert call["id"] == "call_0"
     assert call["function"]["name"] == "get_current_temperature"
     assert json.loads(call["function"]["arguments"]) == {"location": "London"}
+    assert call["extra_content"] == {"google": {"thought_signature": "Q2lnLXN0cmVhbS0x"}}
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
 
 

@@ -45,6 +45,10 @@ _FINISH_REASONS = {
     "IMAGE_SAFETY": "content_filter",
 }
 _TOOL_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+#: Google's documented stand-in for a thought signature on history Gemini did not write (a
+#: conversation begun on another provider, say): Gemini 3 refuses a function call step whose
+#: first call has no signature at all.
+FOREIGN_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 
 Part = dict[str, Any]
 
@@ -182,8 +186,23 @@ def _model_parts(message: dict[str, Any], position: int, call_names: dict[str, s
         if isinstance(call_id, str) and call_id:
             call_names[call_id] = name
         args = tool_call_arguments(function, param)
-        parts.append({"functionCall": {"name": name, "args": args}})
+        part: Part = {"functionCall": {"name": name, "args": args}}
+        signature = _thought_signature(call)
+        if signature is None and index == 0:
+            signature = FOREIGN_THOUGHT_SIGNATURE  # the step's first call must carry one
+        if signature is not None:
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
+
+
+def _thought_signature(call: dict[str, Any]) -> str | None:
+    """The signature a Gemini reply gave this call, as the caller sent it back: in
+    ``extra_content.google.thought_signature``, where Google's OpenAI-compatible API puts it."""
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) and signature else None
 
 
 def _function_response(message: dict[str, Any], position: int, call_names: dict[str, str]) -> Part:
@@ -280,7 +299,11 @@ class ToolCallIds:
 
 
 def split_parts(parts: Any, ids: ToolCallIds) -> tuple[str, list[dict[str, Any]]]:
-    """The visible text and the OpenAI tool calls in a candidate's parts (thoughts skipped)."""
+    """The visible text and the OpenAI tool calls in a candidate's parts (thoughts skipped).
+
+    A call's thought signature goes with it in ``extra_content.google.thought_signature``, as
+    Google's own OpenAI-compatible API returns it, so a caller that keeps the message in its
+    history hands it back and Gemini 3 accepts the next step."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for part in parts if isinstance(parts, list) else []:
@@ -290,7 +313,11 @@ def split_parts(parts: Any, ids: ToolCallIds) -> tuple[str, list[dict[str, Any]]
             texts.append(part["text"])
         call = part.get("functionCall")
         if isinstance(call, dict):
-            calls.append(tool_call(ids.next(call.get("id")), call.get("name"), call.get("args")))
+            converted = tool_call(ids.next(call.get("id")), call.get("name"), call.get("args"))
+            signature = part.get("thoughtSignature")
+            if isinstance(signature, str) and signature:
+                converted["extra_content"] = {"google": {"thought_signature": signature}}
+            calls.append(converted)
     return "".join(texts), calls
 
 
