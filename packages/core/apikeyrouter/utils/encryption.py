@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 
 from cryptography.exceptions import InvalidTag
@@ -21,6 +22,13 @@ from apikeyrouter.utils.exceptions import ConfigurationError
 MASTER_KEY_ENV = "APIKEYROUTER_MASTER_KEY"
 _NONCE_BYTES = 12
 _VERSION = "v1"
+_CIPHERTEXT = re.compile(r"v\d+:[A-Za-z0-9_\-=+/:]+")
+
+
+def looks_encrypted(material: str) -> bool:
+    """``KeyEncryptor`` output is ``v<version>:<urlsafe base64>``; a plaintext provider key
+    (``sk-...``, ``AIza...``) never has that shape, so a store can refuse to persist one."""
+    return _CIPHERTEXT.fullmatch(material) is not None
 
 
 def generate_master_key() -> str:

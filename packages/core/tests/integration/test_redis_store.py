@@ -379,11 +379,16 @@ async def test_key_material_is_stored_as_given_ciphertext(
     await store.put_key(full_key("k1"))
     admin: Redis = Redis.from_url(REDIS_URL, decode_responses=True)
     try:
-        doc = await admin.hget(f"{redis_prefix}key:k1", "doc")
+        stored = await admin.hgetall(f"{redis_prefix}key:k1")
     finally:
         await admin.aclose()
-    assert doc is not None
-    assert '"encrypted_material":"v1:bm9uY2U=:Y2lwaGVydGV4dA=="' in doc
+    # Its own field, so rotation can swap it in a script without touching the document.
+    assert stored["encrypted_material"] == "v1:bm9uY2U=:Y2lwaGVydGV4dA=="
+    assert "encrypted_material" not in stored["doc"]
+    plaintext = full_key("k2").model_copy(update={"encrypted_material": "sk-live-0123456789"})
+    with pytest.raises(ValueError, match="not KeyEncryptor ciphertext"):
+        await store.put_key(plaintext)
+    assert await store.get_key("k2") is None
 
 
 async def test_scripts_reload_after_noscript(redis_prefix: str) -> None:

@@ -15,7 +15,6 @@ and order-independent, float sums are neither.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from apikeyrouter.domain.models.cost_model import Budget
 from apikeyrouter.domain.models.policy import Policy
 from apikeyrouter.domain.models.routing_decision import RoutingDecision
 from apikeyrouter.infrastructure.state_store.window_counter import WindowCounter
+from apikeyrouter.utils.encryption import looks_encrypted
 
 RawDoc = dict[str, Any]
 
@@ -43,7 +43,6 @@ RawDoc = dict[str, Any]
 #: monitor may drop them, so replica clock skew never drops a live bucket.
 COUNTER_EXPIRY_GRACE_SECONDS = 300.0
 NANOS_PER_USD = 1_000_000_000
-_CIPHERTEXT = re.compile(r"v\d+:[A-Za-z0-9_\-=+/:]+")
 
 
 def new_rev() -> int:
@@ -280,12 +279,6 @@ _TOP_LEVEL = frozenset(
     {"id", "provider_id", "fingerprint", "state", "state_reason", "state_changed_at"}
 )
 _SORTED_SETS = ("tags", "excluded_models", "models")
-
-
-def looks_encrypted(material: str) -> bool:
-    """``KeyEncryptor`` output is ``v<version>:<urlsafe base64>``; a plaintext provider key
-    (``sk-...``, ``AIza...``) never has that shape."""
-    return _CIPHERTEXT.fullmatch(material) is not None
 
 
 def encode_key(key: APIKey) -> RawDoc:

@@ -96,7 +96,6 @@ from apikeyrouter.infrastructure.state_store.mongo_codec import (
     expiry,
     ledger_day,
     ledger_id,
-    looks_encrypted,
     new_rev,
     plan_reservation,
     reservation_checks,
@@ -106,6 +105,7 @@ from apikeyrouter.infrastructure.state_store.mongo_codec import (
     utc,
 )
 from apikeyrouter.infrastructure.state_store.window_counter import window_usage
+from apikeyrouter.utils.encryption import looks_encrypted
 from apikeyrouter.utils.exceptions import ApiKeyRouterError
 
 Collection = AsyncCollection[RawDoc]

@@ -14,6 +14,7 @@ import orjson
 
 from apikeyrouter.domain.models.api_key import APIKey, StateTransition
 from apikeyrouter.domain.models.routing_decision import RoutingDecision
+from apikeyrouter.utils.encryption import looks_encrypted
 
 _GLOB_SPECIAL = frozenset("*?[]\\")
 
@@ -101,19 +102,25 @@ class RedisKeys:
 
 
 # --- API keys -------------------------------------------------------------------------------
-# The hash holds the immutable-ish document as JSON plus the fields compare-and-set rewrites
-# in Lua, stored separately so the script never has to parse or re-encode JSON.
+# The hash holds the immutable-ish document as JSON plus the fields Lua scripts rewrite (the
+# state for compare-and-set, the ciphertext for master key rotation), stored separately so a
+# script never has to parse or re-encode JSON.
 
 
 def encode_key(key: APIKey) -> list[str]:
     """Flat field/value list for HSET. ``encrypted_material`` is excluded from ``model_dump``
     to keep it out of APIs and logs, so it is added explicitly: it is ciphertext, and the
     store is where it has to persist."""
-    doc = key.model_dump(mode="json")
-    doc["encrypted_material"] = key.encrypted_material
+    if not looks_encrypted(key.encrypted_material):
+        raise ValueError(
+            f"refusing to store key {key.id}: encrypted_material is not KeyEncryptor "
+            "ciphertext (encrypt the secret before storing it)"
+        )
     return [
         "doc",
-        orjson.dumps(doc).decode(),
+        orjson.dumps(key.model_dump(mode="json")).decode(),
+        "encrypted_material",
+        key.encrypted_material,
         "provider_id",
         key.provider_id,
         "state",
@@ -129,6 +136,9 @@ def encode_key(key: APIKey) -> list[str]:
 
 def decode_key(fields: Mapping[str, str]) -> APIKey:
     data: dict[str, Any] = orjson.loads(fields["doc"])
+    material = fields.get("encrypted_material")
+    if material is not None:  # records written before it had its own field keep it in doc
+        data["encrypted_material"] = material
     data["state"] = fields["state"]
     data["state_reason"] = orjson.loads(fields["state_reason"])
     data["state_changed_at"] = float(fields["state_changed_at"])

@@ -357,6 +357,24 @@ return 1
 """
 )
 
+# KEYS: key hash. ARGV: expected ciphertext, new ciphertext. Reply 1 if swapped. A record
+# from before the ciphertext had its own field holds it only in doc (read, never rewritten:
+# the field takes precedence). No event: replicas keep the ciphertext they hold until they
+# restart with the new master key.
+SWAP_MATERIAL = LuaScript(
+    """
+local current = redis.call('HGET', KEYS[1], 'encrypted_material')
+if not current then
+  local doc = redis.call('HGET', KEYS[1], 'doc')
+  if not doc then return 0 end
+  current = cjson.decode(doc)['encrypted_material']
+end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'encrypted_material', ARGV[2])
+return 1
+"""
+)
+
 # KEYS: key hash, all-keys index, cooldown key, circuit key. ARGV: key id, provider index
 # prefix, channel, event. Reply 1 if the key existed.
 DELETE_KEY = LuaScript(

@@ -59,6 +59,7 @@ from apikeyrouter.infrastructure.state_store.redis_codec import (
     text,
 )
 from apikeyrouter.infrastructure.state_store.window_counter import BUCKETS_PER_WINDOW
+from apikeyrouter.utils.encryption import looks_encrypted
 
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -141,6 +142,15 @@ class RedisStateStore(StateStore):
                 *encode_key(key),
             ],
         )
+
+    async def swap_key_material(self, key_id: str, expected: str, new: str) -> bool:
+        """Replace a key's ciphertext only if it is still ``expected``, in one script (master
+        key rotation: never overwrite a concurrent change with a re-encryption of the old
+        value)."""
+        if not looks_encrypted(new):
+            raise ValueError(f"refusing to store key {key_id}: new material is not ciphertext")
+        swapped = await lua.SWAP_MATERIAL(self._client, [self._names.key(key_id)], [expected, new])
+        return bool(swapped)
 
     async def get_key(self, key_id: str) -> APIKey | None:
         raw = await self._client.hgetall(self._names.key(key_id))
