@@ -5,6 +5,7 @@
 * A router on Redis touches the store once on each request's path (the reservation); the
   commit and the decision record reach Redis in the background, and after ``flush`` the
   windows hold exactly what inline commits would have left.
+* Reading every key's quota (a metrics scrape) is one pipelined round trip, not one per key.
 """
 
 from __future__ import annotations
@@ -164,3 +165,27 @@ async def test_a_routed_request_waits_for_one_store_call_and_ends_up_exact(
 async def test_the_scripts_list_covers_the_batch_scripts() -> None:
     assert redis_scripts.ADJUST in redis_scripts.ALL_SCRIPTS
     assert redis_scripts.APPEND_CAPPED in redis_scripts.ALL_SCRIPTS
+
+
+async def test_every_keys_quota_is_one_round_trip_and_matches_one_by_one(
+    make_redis: RedisMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_redis()
+    await store.prepare()
+    router = ApiKeyRouter(store, write_behind=False)
+    await router.register_provider("openai", OpenAIAdapter("http://unused.invalid/v1"))
+    keys = [
+        await router.register_key(f"sk-test-bulk-{n}-xxxxxxxx", "openai", requests_per_minute=50)
+        for n in range(12)
+    ]
+    for n, key in enumerate(keys[:5]):
+        limit = router.quota.effective_windows(key)[0]
+        await store.charge(key.id, limit, float(n + 1), time.time())
+    sends = count_sends(monkeypatch)
+    together = await router.quota_states()
+    assert sends["round trips"] == 1
+    monkeypatch.undo()
+    one_by_one = [await router.quota_state(key.id) for key in keys]
+    assert [q.windows for q in together] == [q.windows for q in one_by_one]
+    assert [q.windows[0].used for q in together[:6]] == [1.0, 2.0, 3.0, 4.0, 5.0, 0.0]
+    await router.close()

@@ -348,6 +348,19 @@ class TestStateStoreContract:
         assert [d.request_id for d in await store.recent_decisions()] == ["req_1", "req_2"]
         await store.write_batch([], [])  # nothing to write: no call, no error
 
+    async def test_window_usage_many_reads_each_key_as_window_usage_does(
+        self, store: StateStore
+    ) -> None:
+        for key_id, tokens in (("a", 300), ("b", 40), ("a", 5)):
+            assert isinstance(
+                await store.reserve([request_for(key_id, tokens=tokens)], T0), Reservation
+            )
+        requests = [("a", (RPM, TPM)), ("none", ()), ("b", (TPM,)), ("unused", (RPM,))]
+        many = await store.window_usage_many(requests, T0 + 1)
+        assert many == [await store.window_usage(k, limits, T0 + 1) for k, limits in requests]
+        assert [[w.used for w in usage] for usage in many] == [[2.0, 305.0], [], [40.0], [0.0]]
+        assert await store.window_usage_many([], T0) == []
+
     async def test_release_gives_everything_back(self, store: StateStore) -> None:
         first = await store.reserve([request_for("a", tokens=300)], T0)
         second = await store.reserve([request_for("a", tokens=200)], T0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from apikeyrouter.domain.interfaces.state_store import UNLIMITED, StateStore, WindowLimit
@@ -29,6 +29,7 @@ from apikeyrouter.domain.models.quota_state import (
     QuotaState,
     WindowUsage,
 )
+from apikeyrouter.domain.models.trusted import trusted
 from apikeyrouter.infrastructure.state_store.window_counter import (
     BUCKETS_PER_WINDOW,
     WindowCounter,
@@ -277,11 +278,18 @@ class QuotaAwarenessEngine:
 
     # --- reading the state ------------------------------------------------------------------
     def _window_view(
-        self, key: APIKey, limit: WindowLimit, now: float
+        self,
+        key: APIKey,
+        limit: WindowLimit,
+        now: float,
+        counted: tuple[float, float | None] | None = None,
     ) -> tuple[float, float, Confidence, float | None]:
-        """(used, limit, confidence, resets_at) for one window, from local memory only."""
+        """(used, limit, confidence, resets_at) for one window, from local memory only.
+        ``counted``: the local counter's (used, resets_at) at ``now``, when already read."""
         quota = self._quota(key.id)
-        used, resets_at = self._local(key.id, quota, limit).used_and_reset(now, limit.limit)
+        if counted is None:
+            counted = self._local(key.id, quota, limit).used_and_reset(now, limit.limit)
+        used, resets_at = counted
         confidence = Confidence.ESTIMATED
         if limit.window_seconds == MINUTE:
             snapshot = quota.headers.get(limit.metric)
@@ -331,16 +339,32 @@ class QuotaAwarenessEngine:
 
     def capacity(self, key: APIKey, now: float | None = None) -> tuple[CapacityState, Confidence]:
         at = self._clock() if now is None else now
+        by_state = self._capacity_by_state(key, at)
+        if by_state is not None:
+            return by_state
+        views = (self._window_view(key, limit, at) for limit in self.effective_windows(key))
+        return self._capacity_of(views)
+
+    @staticmethod
+    def _capacity_by_state(key: APIKey, at: float) -> tuple[CapacityState, Confidence] | None:
+        """What the key's state alone says about its capacity (None: ask its windows)."""
         if key.state is KeyState.EXHAUSTED or key.state is KeyState.THROTTLED:
             if key.cooldown_until is not None and key.cooldown_until <= at:
                 return CapacityState.RECOVERING, Confidence.ESTIMATED
             return CapacityState.EXHAUSTED, Confidence.EXACT
         if key.state is KeyState.RECOVERING:
             return CapacityState.RECOVERING, Confidence.ESTIMATED
+        return None
+
+    @staticmethod
+    def _capacity_of(
+        views: Iterable[tuple[float, float, Confidence, float | None]],
+    ) -> tuple[CapacityState, Confidence]:
+        """The capacity state of an available key from its windows' views (see
+        :meth:`_window_view`): the most used window decides."""
         utilisation = 0.0
         confidence = Confidence.UNKNOWN
-        for limit in self.effective_windows(key):
-            used, cap, window_confidence, _ = self._window_view(key, limit, at)
+        for used, cap, window_confidence, _ in views:
             if cap >= UNLIMITED:
                 continue
             share = used / cap
@@ -360,10 +384,33 @@ class QuotaAwarenessEngine:
         now = self._clock()
         windows = list(self.effective_windows(key))
         usage = await self._store.window_usage(key.id, windows, now)
+        return self._quota_state(key, windows, usage, now)
+
+    async def quota_states(self, keys: Sequence[APIKey]) -> list[QuotaState]:
+        """:meth:`quota_state` for many keys with one store read (metrics over large pools)."""
+        now = self._clock()
+        windows = [list(self.effective_windows(key)) for key in keys]
+        usage = await self._store.window_usage_many(
+            [(key.id, limits) for key, limits in zip(keys, windows, strict=True)], now
+        )
+        return [
+            self._quota_state(key, limits, used, now)
+            for key, limits, used in zip(keys, windows, usage, strict=True)
+        ]
+
+    def _quota_state(
+        self, key: APIKey, windows: list[WindowLimit], usage: list[WindowUsage], now: float
+    ) -> QuotaState:
+        """The store's counts for a key's windows, corrected by what the provider reported."""
         quota = self._quota(key.id)
         shown: list[WindowUsage] = []
+        views = []
+        in_process = self._store_counters is not None  # the store's counters are the local ones
         for limit, window in zip(windows, usage, strict=True):
-            _, _, confidence, resets_at = self._window_view(key, limit, now)
+            counted = (window.used, window.resets_at) if in_process else None
+            view = self._window_view(key, limit, now, counted)
+            views.append(view)
+            _, _, confidence, resets_at = view
             if limit.limit >= UNLIMITED:
                 continue
             snapshot = quota.headers.get(limit.metric) if limit.window_seconds == MINUTE else None
@@ -371,20 +418,25 @@ class QuotaAwarenessEngine:
             if snapshot is not None and confidence is Confidence.EXACT:
                 used = max(used, (snapshot.limit or limit.limit) - snapshot.remaining)
             shown.append(
-                window.model_copy(
-                    update={
-                        "used": used,
-                        "confidence": confidence,
-                        "resets_at": resets_at or window.resets_at,
-                    }
+                trusted(  # every value comes from a model already validated
+                    WindowUsage,
+                    metric=window.metric,
+                    window_seconds=window.window_seconds,
+                    limit=window.limit,
+                    used=used,
+                    reserved=window.reserved,
+                    resets_at=resets_at or window.resets_at,
+                    confidence=confidence,
                 )
             )
-        capacity, confidence = self.capacity(key, now)
-        return QuotaState(
+        capacity, confidence = self._capacity_by_state(key, now) or self._capacity_of(views)
+        return trusted(
+            QuotaState,
             key_id=key.id,
             capacity=capacity,
             confidence=confidence,
             windows=shown,
+            in_flight=0,
             cooldown_until=key.cooldown_until,
         )
 

@@ -176,6 +176,14 @@ class StateStore(ABC):
     ) -> list[WindowUsage]:
         """Usage of a key's windows, or of a shared counter when ``key_id`` is its id."""
 
+    async def window_usage_many(
+        self, requests: Sequence[tuple[str, Sequence[WindowLimit]]], now: float
+    ) -> list[list[WindowUsage]]:
+        """:meth:`window_usage` for many keys, in order, in one read where the store can
+        (Redis: one pipelined round trip), so a dashboard over thousands of keys does not cost
+        thousands of round trips. By default one call per key."""
+        return [await self.window_usage(key_id, limits, now) for key_id, limits in requests]
+
     # --- cooldowns and circuits -------------------------------------------------------------
     @abstractmethod
     async def set_cooldown(self, key_id: str, until: float) -> None: ...

@@ -92,6 +92,7 @@ class StoredWindow(WindowCounter):
             slot = int(idx) % size
             counter._indexes[slot] = int(idx)
             counter._amounts[slot] = float(amount)
+            counter._newest = max(counter._newest, int(idx))
         return counter
 
     def pairs(self) -> list[list[int | float]]:

@@ -41,31 +41,31 @@ class LuaScript:
 ScriptCall = tuple[LuaScript, list[str], list[str | int | float]]
 
 
-async def run_pipelined(client: Redis, calls: Sequence[ScriptCall]) -> None:
+async def run_pipelined(client: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     """Run several script calls in one round trip (not as a transaction: each script is atomic
-    on its own, and none reads another's result).
+    on its own, and none reads another's result); their replies, in order.
 
     A call whose script the server lost (NOSCRIPT) had no effect, so only those calls are run
     again, one by one, loading their script; any other error is raised after that, with every
     call that succeeded left applied."""
     if len(calls) == 1:
         script, keys, args = calls[0]
-        await script(client, keys, args)
-        return
+        return [await script(client, keys, args)]
     if not calls:
-        return
+        return []
     async with client.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
     failure: Exception | None = None
-    for (script, keys, args), result in zip(calls, results, strict=True):
+    for index, ((script, keys, args), result) in enumerate(zip(calls, results, strict=True)):
         if isinstance(result, NoScriptError):
-            await script(client, keys, args)
+            results[index] = await script(client, keys, args)
         elif isinstance(result, Exception) and failure is None:
             failure = result
     if failure is not None:
         raise failure
+    return list(results)
 
 
 _FMT = """

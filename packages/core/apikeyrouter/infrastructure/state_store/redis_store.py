@@ -62,6 +62,23 @@ from apikeyrouter.infrastructure.state_store.window_counter import BUCKETS_PER_W
 from apikeyrouter.utils.encryption import looks_encrypted
 
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
+#: Keys whose windows one pipeline reads (bounds the reply held in memory at once).
+_KEYS_PER_USAGE_PIPELINE = 1000
+
+
+def _window_usages(limits: Sequence[WindowLimit], flat: list[Any]) -> list[WindowUsage]:
+    """WINDOW_USAGE's reply (used, resets_at per window) as models."""
+    return [
+        WindowUsage(
+            metric=limit.metric,
+            window_seconds=limit.window_seconds,
+            limit=limit.limit,
+            used=float(text(flat[2 * i])),
+            resets_at=parse_opt_num(flat[2 * i + 1]),
+        )
+        for i, limit in enumerate(limits)
+    ]
+
 
 _log = get_logger("apikeyrouter.state_store.redis")
 _BUCKETS_TEXT = str(BUCKETS_PER_WINDOW)
@@ -283,21 +300,30 @@ class RedisStateStore(StateStore):
     ) -> list[WindowUsage]:
         if not limits:
             return []
+        _, keys, args = self._window_usage_call(key_id, limits, now)
+        return _window_usages(limits, await lua.WINDOW_USAGE(self._client, keys, args))
+
+    async def window_usage_many(
+        self, requests: Sequence[tuple[str, Sequence[WindowLimit]]], now: float
+    ) -> list[list[WindowUsage]]:
+        """Every key's windows in one pipelined round trip per chunk of keys."""
+        wanted = [(key_id, limits) for key_id, limits in requests if limits]
+        replies: list[Any] = []
+        for start in range(0, len(wanted), _KEYS_PER_USAGE_PIPELINE):
+            chunk = wanted[start : start + _KEYS_PER_USAGE_PIPELINE]
+            calls = [self._window_usage_call(key_id, limits, now) for key_id, limits in chunk]
+            replies += await lua.run_pipelined(self._client, calls)
+        answers = iter(replies)
+        return [_window_usages(limits, next(answers)) if limits else [] for _, limits in requests]
+
+    def _window_usage_call(
+        self, key_id: str, limits: Sequence[WindowLimit], now: float
+    ) -> lua.ScriptCall:
         keys = [self._names.window(key_id, lim.metric, lim.window_seconds) for lim in limits]
         args: list[str | int | float] = [BUCKETS_PER_WINDOW, num(now)]
         for limit in limits:
             args += [num(limit.window_seconds), num(limit.limit)]
-        flat = await lua.WINDOW_USAGE(self._client, keys, args)
-        return [
-            WindowUsage(
-                metric=limit.metric,
-                window_seconds=limit.window_seconds,
-                limit=limit.limit,
-                used=float(text(flat[2 * i])),
-                resets_at=parse_opt_num(flat[2 * i + 1]),
-            )
-            for i, limit in enumerate(limits)
-        ]
+        return lua.WINDOW_USAGE, keys, args
 
     # --- cooldowns and circuits -------------------------------------------------------------
     async def set_cooldown(self, key_id: str, until: float) -> None:

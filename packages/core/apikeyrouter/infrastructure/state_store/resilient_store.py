@@ -705,6 +705,16 @@ class ResilientStateStore(StateStore):
             return await self._local.window_usage(key_id, limits, now)
         return result
 
+    async def window_usage_many(
+        self, requests: Sequence[tuple[str, Sequence[WindowLimit]]], now: float
+    ) -> list[list[WindowUsage]]:
+        result = await self._try(
+            "window_usage_many", lambda: self._primary.window_usage_many(requests, now)
+        )
+        if isinstance(result, _Fallback):
+            return await self._local.window_usage_many(requests, now)
+        return result
+
     # --- cooldowns and circuits -------------------------------------------------------------
     async def set_cooldown(self, key_id: str, until: float) -> None:
         result = await self._try("set_cooldown", lambda: self._primary.set_cooldown(key_id, until))

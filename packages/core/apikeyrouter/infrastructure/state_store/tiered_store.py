@@ -256,6 +256,11 @@ class TieredStateStore(StateStore):
     ) -> list[WindowUsage]:
         return await self._hot.window_usage(key_id, limits, now)
 
+    async def window_usage_many(
+        self, requests: Sequence[tuple[str, Sequence[WindowLimit]]], now: float
+    ) -> list[list[WindowUsage]]:
+        return await self._hot.window_usage_many(requests, now)
+
     async def set_cooldown(self, key_id: str, until: float) -> None:
         await self._hot.set_cooldown(key_id, until)
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 
 from apikeyrouter.domain.interfaces.state_store import WindowLimit
-from apikeyrouter.domain.models.quota_state import WindowUsage
+from apikeyrouter.domain.models.quota_state import Confidence, WindowUsage
+from apikeyrouter.domain.models.trusted import trusted
 
 BUCKETS_PER_WINDOW = 60
+_ESTIMATED = Confidence.ESTIMATED
 
 
 class WindowCounter:
-    __slots__ = ("_amounts", "_indexes", "_size", "buckets", "width", "window_seconds")
+    __slots__ = ("_amounts", "_indexes", "_newest", "_size", "buckets", "width", "window_seconds")
 
     def __init__(self, window_seconds: float, buckets: int = BUCKETS_PER_WINDOW) -> None:
         self.window_seconds = window_seconds
@@ -26,12 +28,17 @@ class WindowCounter:
         self._size = size = buckets + 1
         self._indexes: list[int] = [-1] * size
         self._amounts: list[float] = [0.0] * size
+        #: The newest bucket ever written: a window whose buckets have all expired (or a key
+        #: idle for a whole window, the common case in a large pool) is read without a scan.
+        self._newest = -1
 
     def _index(self, at: float) -> int:
         return math.floor(at / self.width)
 
     def used(self, now: float) -> float:
         oldest = self._index(now) - self.buckets
+        if self._newest < oldest:
+            return 0.0
         total = 0.0
         for idx, amount in zip(self._indexes, self._amounts, strict=True):
             if idx >= oldest:
@@ -53,6 +60,8 @@ class WindowCounter:
                 return  # the slot already holds a newer bucket: ``at`` is long expired
             indexes[slot] = idx
             amounts[slot] = 0.0
+            if idx > self._newest:
+                self._newest = idx
         total = amounts[slot] + amount
         amounts[slot] = total if total > 0.0 else 0.0
 
@@ -60,7 +69,7 @@ class WindowCounter:
         """What the window holds at ``now``, and when it can take a whole ``limit`` again
         (None while it holds nothing)."""
         used = self.used(now)
-        return used, (self.retry_at(now, limit, limit) if used else None)
+        return used, (self._retry_at(now, used, limit, limit) if used else None)
 
     def fits(self, now: float, amount: float, limit: float) -> bool:
         return self.used(now) + amount <= limit
@@ -69,7 +78,12 @@ class WindowCounter:
         """Earliest time at which ``amount`` more would fit, or None if it never can."""
         if amount > limit:
             return None
-        used = self.used(now)
+        return self._retry_at(now, self.used(now), amount, limit)
+
+    def _retry_at(self, now: float, used: float, amount: float, limit: float) -> float | None:
+        """:meth:`retry_at` given what the window holds at ``now`` (``used(now)``)."""
+        if amount > limit:
+            return None
         if used + amount <= limit:
             return now
         oldest = self._index(now) - self.buckets
@@ -95,12 +109,16 @@ class WindowCounter:
 
 
 def window_usage(counter: WindowCounter, limit: WindowLimit, now: float) -> WindowUsage:
-    """A store's answer for one window, from the counter that holds it."""
+    """A store's answer for one window, from the counter that holds it (built without
+    validation: a metrics scrape reads every window of every key)."""
     used, resets_at = counter.used_and_reset(now, limit.limit)
-    return WindowUsage(
+    return trusted(
+        WindowUsage,
         metric=limit.metric,
         window_seconds=limit.window_seconds,
         limit=limit.limit,
         used=used,
+        reserved=0.0,
         resets_at=resets_at,
+        confidence=_ESTIMATED,
     )
