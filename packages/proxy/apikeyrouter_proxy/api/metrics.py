@@ -14,5 +14,5 @@ router = APIRouter(tags=["metrics"])
 @router.get("/metrics", response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Request counters and latency histograms; key states and remaining quota per key id."""
-    await runtime.metrics.refresh_keys(runtime.service.router)
-    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+    exposition = await runtime.metrics.render(runtime.service.router)
+    return Response(exposition, media_type=CONTENT_TYPE)

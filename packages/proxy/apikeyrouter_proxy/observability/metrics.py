@@ -3,23 +3,21 @@
 Per-request work is a few dictionary updates: the families every request touches are lock-free
 (``hot_metrics``), and the rarer ones cache their labelled children so the hot path skips
 prometheus-client's label validation. Key state and remaining quota are not
-tracked per request at all; they are read from the router when ``/metrics`` is scraped. Labels
-carry key *ids*, which are random and safe; never key material.
+tracked per request at all; they are read from the router when ``/metrics`` is scraped
+(``key_metrics``). Labels carry key *ids*, which are random and safe; never key material.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TypeVar, cast
 
-from apikeyrouter import ApiKeyRouter, KeyState
+from apikeyrouter import ApiKeyRouter
 from apikeyrouter_proxy.middleware.context import RequestContext
 from apikeyrouter_proxy.observability.hot_metrics import HotCounter, HotHistogram
-from apikeyrouter_proxy.services.insight import key_quota
+from apikeyrouter_proxy.observability.key_metrics import KeyGauges
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     disable_created_metrics,
     generate_latest,
 )
@@ -35,7 +33,6 @@ LATENCY_BUCKETS = (
 OVERHEAD_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 )  # fmt: skip
-_WINDOW_NAMES = {60.0: "minute", 86_400.0: "day", 30 * 86_400.0: "month"}
 
 # The *_created series double the exposition for no use to a dashboard; prometheus-client only
 # offers a process-wide switch.
@@ -107,24 +104,8 @@ class ProxyMetrics:
             "Served requests whose usage was not queued for the durable ledger (buffer full).",
             registry=registry,
         )
-        self.key_state = Gauge(
-            "apikeyrouter_key_state",
-            "1 for each key's current state (0 for the others), by key id.",
-            ["key_id", "provider", "state"],
-            registry=registry,
-        )
-        self.quota_remaining = Gauge(
-            "apikeyrouter_key_quota_remaining",
-            "Quota left in each configured limit window of a key, by key id.",
-            ["key_id", "provider", "metric", "window"],
-            registry=registry,
-        )
-        self.quota_limit = Gauge(
-            "apikeyrouter_key_quota_limit",
-            "Configured size of each limit window of a key, by key id.",
-            ["key_id", "provider", "metric", "window"],
-            registry=registry,
-        )
+        #: Key state and quota per key, written after the registry's families at each scrape.
+        self.key_gauges = KeyGauges()
         self.served = 0
         self._status_classes: dict[int, int] = {}
         #: (metric, label values) -> labelled child: prometheus-client validates the labels
@@ -166,23 +147,7 @@ class ProxyMetrics:
         """Requests served so far by status class ("2xx", "4xx", ...)."""
         return {f"{c}xx": n for c, n in sorted(self._status_classes.items())}
 
-    async def refresh_keys(self, router: ApiKeyRouter) -> None:
-        """Re-read key states and remaining quota (called right before a scrape)."""
-        self.key_state.clear()
-        self.quota_remaining.clear()
-        self.quota_limit.clear()
-        now = time.time()
-        for key in router.keys.list_keys():
-            for state in KeyState:
-                self.key_state.labels(key.id, key.provider_id, state.value).set(
-                    1.0 if key.state is state else 0.0
-                )
-            quota = await key_quota(router, key, now)
-            for window in quota.quota.windows:
-                name = _WINDOW_NAMES.get(window.window_seconds, f"{window.window_seconds:g}s")
-                labels = (key.id, key.provider_id, window.metric, name)
-                self.quota_remaining.labels(*labels).set(window.remaining)
-                self.quota_limit.labels(*labels).set(window.limit)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    async def render(self, router: ApiKeyRouter) -> bytes:
+        """The whole exposition: the registry's families, then key state and quota per key
+        as they are now."""
+        return generate_latest(self.registry) + await self.key_gauges.render(router)

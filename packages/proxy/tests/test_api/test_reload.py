@@ -149,7 +149,7 @@ async def test_watcher_applies_good_files_and_rejects_bad_ones(
         assert "line 4" in runtime.reload_status.last_error
         assert runtime.service.has_key("a")
         assert runtime.service.has_key("b")
-        metrics = runtime.metrics.render().decode()
+        metrics = (await runtime.metrics.render(runtime.service.router)).decode()
         assert 'apikeyrouter_proxy_config_reloads_total{result="rejected"} 1.0' in metrics
 
 
