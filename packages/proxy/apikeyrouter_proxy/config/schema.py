@@ -13,6 +13,7 @@ from apikeyrouter import KeyLimits, RetryPolicy, RoutingObjective
 from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
 from apikeyrouter.infrastructure.adapters.generic_http_adapter import OPENAI_COMPATIBLE_PRESETS
 from apikeyrouter.orchestration.selector import DEFAULT_SCAN_LIMIT
+from apikeyrouter.utils.duplicates import repeated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 #: Ids end up in URLs, metric labels and log lines: keep them to a safe, boring alphabet.
@@ -84,8 +85,7 @@ class AuthConfig(Section):
 
     @model_validator(mode="after")
     def _unique(self) -> AuthConfig:
-        ids = [client.id for client in self.clients]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = repeated(client.id for client in self.clients)
         if duplicates:
             raise ValueError(f"duplicate client id(s): {', '.join(duplicates)}")
         secrets = [client.key.get_secret_value() for client in self.clients]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from apikeyrouter.domain.models.cost_model import Budget
 from apikeyrouter.domain.models.policy import Policy
+from apikeyrouter.utils.duplicates import repeated
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -76,16 +77,13 @@ class ProxyConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ProxyConfig:
-        provider_ids = [p.id for p in self.providers]
-        duplicates = sorted({i for i in provider_ids if provider_ids.count(i) > 1})
+        duplicates = repeated(p.id for p in self.providers)
         if duplicates:
             raise ValueError(f"duplicate provider id(s): {', '.join(duplicates)}")
-        key_ids = [k.id for p in self.providers for k in p.keys if k.id is not None]
-        duplicates = sorted({i for i in key_ids if key_ids.count(i) > 1})
+        duplicates = repeated(k.id for p in self.providers for k in p.keys if k.id is not None)
         if duplicates:
             raise ValueError(f"duplicate key id(s): {', '.join(duplicates)}")
-        names = [g.name for g in self.model_groups]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = repeated(g.name for g in self.model_groups)
         if duplicates:
             raise ValueError(f"duplicate model group(s): {', '.join(duplicates)}")
         return self

@@ -40,6 +40,7 @@ from apikeyrouter.domain.models.policy import (
 )
 from apikeyrouter.domain.models.request_context import RoutingObjective
 from apikeyrouter.utils.bounded_cache import remember
+from apikeyrouter.utils.duplicates import repeated
 
 T = TypeVar("T")
 _CacheKey = tuple[str | None, str | None, frozenset[str]]
@@ -408,7 +409,7 @@ class PolicyEngine:
         """
         candidates = [candidate] if isinstance(candidate, Policy) else list(candidate)
         names = [p.name for p in candidates]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise PolicyValidationError(
                 [
