@@ -90,7 +90,10 @@ class ConfigWatcher:
             return False
         self._last_hash = digest
         try:
-            config = load_config_text(data.decode("utf-8", errors="replace"), str(self._path))
+            # Parsing and validating a config of ten thousand keys takes about a second: off
+            # the event loop, so requests keep being served meanwhile.
+            text = data.decode("utf-8", errors="replace")
+            config = await asyncio.to_thread(load_config_text, text, str(self._path))
         except ConfigError as exc:
             self._runtime.reject(exc.describe())
             return False
