@@ -53,6 +53,24 @@ async def test_add_list_get_key_without_material(sim: SimulatedProvider) -> None
     assert served.status_code == 200
 
 
+async def test_keys_list_in_pages(sim: SimulatedProvider) -> None:
+    keys = [{"id": f"k{n}", "key": f"sk-test-page-{n:02d}-0000000000000000"} for n in range(7)]
+    async with running_proxy(make_config(keys), sim) as proxy:
+        pages = [
+            await proxy.client.get(f"/api/v1/keys?offset={offset}&limit=3", headers=ADMIN)
+            for offset in (0, 3, 6, 9)
+        ]
+        everything = await proxy.client.get("/api/v1/keys", headers=ADMIN)
+        bad = await proxy.client.get("/api/v1/keys?limit=0", headers=ADMIN)
+    assert [[k["id"] for k in page.json()] for page in pages] == [
+        ["k0", "k1", "k2"], ["k3", "k4", "k5"], ["k6"], []
+    ]  # fmt: skip
+    assert {page.headers["x-total-count"] for page in pages} == {"7"}
+    assert len(everything.json()) == 7
+    assert bad.status_code == 422
+    assert bad.json()["error"]["param"] == "limit"
+
+
 async def test_add_key_errors(sim: SimulatedProvider) -> None:
     async with running_proxy(make_config([{"id": "a", "key": KEY_A}]), sim) as proxy:
         unknown_provider = await proxy.client.post(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from apikeyrouter import KeyLimits
 from apikeyrouter.utils.exceptions import InvalidRequestError, ProviderNotFoundError
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import ValidationError
 
 from apikeyrouter_proxy.api.management.deps import API_PREFIX, Conflict, RuntimeDep
@@ -65,10 +65,20 @@ async def add_key(body: KeyCreate, runtime: RuntimeDep) -> KeyView:
 
 @router.get("", response_model=list[KeyView], responses=_ERRORS)
 async def list_keys(
-    runtime: RuntimeDep, provider_id: str | None = Query(default=None, max_length=64)
+    runtime: RuntimeDep,
+    response: Response,
+    provider_id: str | None = Query(default=None, max_length=64),
+    offset: int = Query(default=0, ge=0, description="Keys to skip, in registration order."),
+    limit: int | None = Query(
+        default=None, ge=1, le=10_000, description="At most this many keys (default: all)."
+    ),
 ) -> list[KeyView]:
-    """Every key (optionally one provider's), redacted."""
-    return [KeyView.of(k) for k in runtime.service.router.keys.list_keys(provider_id)]
+    """Every key (optionally one provider's), redacted, in registration order; a page of them
+    with ``offset`` and ``limit``. ``X-Total-Count`` says how many there are in all."""
+    keys = runtime.service.router.keys.list_keys(provider_id)
+    response.headers["X-Total-Count"] = str(len(keys))
+    end = None if limit is None else offset + limit
+    return [KeyView.of(k) for k in keys[offset:end]]
 
 
 @router.get("/{key_id}", response_model=KeyView, responses=_ERRORS)
