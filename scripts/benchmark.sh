@@ -9,7 +9,8 @@
 # CPU per request, the proxy's added latency and its throughput relative to the forwarder.
 # By default the proxy runs twice side by side, on the memory store and on the Redis store (the
 # local Redis, under a key prefix of its own that is deleted afterwards), and the Redis commands
-# one request costs are counted; --store memory skips Redis.
+# one request costs are counted; --store memory skips Redis. Then the proxy in process with
+# pools of 1,000 and 10,000 keys: config load, start, a request, a /metrics scrape, a page of keys.
 # Options other than --library-only/--proxy-only go to scripts/benchmark_proxy.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +39,6 @@ fi
 if [[ $proxy == 1 ]]; then
     echo "== proxy vs bare forwarder vs simulator"
     timeout 600 uv run python scripts/benchmark_proxy.py "${args[@]+"${args[@]}"}"
+    echo "== large key pools (proxy in process)"
+    timeout 600 uv run python scripts/benchmark_large_pool.py
 fi
