@@ -5,7 +5,8 @@
 * A router on Redis touches the store once on each request's path (the reservation); the
   commit and the decision record reach Redis in the background, and after ``flush`` the
   windows hold exactly what inline commits would have left.
-* Reading every key's quota (a metrics scrape) is one pipelined round trip, not one per key.
+* Reading every key's quota or circuit (a metrics scrape, a health view) is one pipelined
+  round trip, not one per key.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ async def test_the_scripts_list_covers_the_batch_scripts() -> None:
     assert redis_scripts.APPEND_CAPPED in redis_scripts.ALL_SCRIPTS
 
 
-async def test_every_keys_quota_is_one_round_trip_and_matches_one_by_one(
+async def test_every_keys_quota_and_circuit_is_one_round_trip_each(
     make_redis: RedisMaker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = make_redis()
@@ -184,7 +185,10 @@ async def test_every_keys_quota_is_one_round_trip_and_matches_one_by_one(
     sends = count_sends(monkeypatch)
     together = await router.quota_states()
     assert sends["round trips"] == 1
+    circuits = await store.circuits([key.id for key in keys], time.time())
+    assert sends["round trips"] == 2
     monkeypatch.undo()
+    assert {c.state.value for c in circuits} == {"closed"}
     one_by_one = [await router.quota_state(key.id) for key in keys]
     assert [q.windows for q in together] == [q.windows for q in one_by_one]
     assert [q.windows[0].used for q in together[:6]] == [1.0, 2.0, 3.0, 4.0, 5.0, 0.0]

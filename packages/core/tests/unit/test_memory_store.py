@@ -544,6 +544,19 @@ class TestStateStoreContract:
         assert snap.state is CircuitState.HALF_OPEN
         assert not snap.probe_in_flight
 
+    async def test_circuits_reads_many_keys_as_circuit_does(self, store: StateStore) -> None:
+        policy = CircuitPolicy(failure_threshold=1, open_seconds=30.0)
+        await store.record_failure("open", T0, policy)
+        await store.record_failure("half", T0 - 40, policy)
+        await store.record_failure("one", T0, CircuitPolicy(failure_threshold=3))
+        ids = ["open", "none", "half", "one"]
+        many = await store.circuits(ids, T0 + 1)
+        assert many == [await store.circuit(key_id, T0 + 1) for key_id in ids]
+        assert [c.state for c in many] == [
+            CircuitState.OPEN, CircuitState.CLOSED, CircuitState.HALF_OPEN, CircuitState.CLOSED
+        ]  # fmt: skip
+        assert await store.circuits([], T0) == []
+
     async def test_half_open_grants_exactly_one_probe(self, store: StateStore) -> None:
         policy = CircuitPolicy(failure_threshold=1, open_seconds=30.0)
         await store.record_failure("a", T0, policy)

@@ -35,7 +35,25 @@ class KeyQuota:
 async def key_quota(router: ApiKeyRouter, key: APIKey, now: float | None = None) -> KeyQuota:
     at = time.time() if now is None else now
     quota = await router.quota_state(key.id)
-    circuit = await router.store.circuit(key.id, at)
+    return _key_quota(key, quota, await router.store.circuit(key.id, at), at)
+
+
+async def key_quotas(
+    router: ApiKeyRouter, keys: list[APIKey], now: float | None = None
+) -> list[KeyQuota]:
+    """:func:`key_quota` for many keys with two store reads in all, not two per key (on
+    Redis: one pipelined round trip each per thousand keys)."""
+    at = time.time() if now is None else now
+    ids = [key.id for key in keys]
+    quotas = await router.quota_states(ids)
+    circuits = await router.store.circuits(ids, at)
+    return [
+        _key_quota(key, quota, circuit, at)
+        for key, quota, circuit in zip(keys, quotas, circuits, strict=True)
+    ]
+
+
+def _key_quota(key: APIKey, quota: QuotaState, circuit: CircuitSnapshot, at: float) -> KeyQuota:
     routable = is_routable(key, at) and not (
         circuit.state is CircuitState.OPEN and (circuit.open_until or 0.0) > at
     )
@@ -56,7 +74,7 @@ async def provider_health(
     router: ApiKeyRouter, provider_id: str, now: float | None = None
 ) -> ProviderHealth:
     at = time.time() if now is None else now
-    quotas = [await key_quota(router, k, at) for k in router.keys.list_keys(provider_id)]
+    quotas = await key_quotas(router, router.keys.list_keys(provider_id), at)
     by_state = Counter(q.key.state.value for q in quotas)
     circuits = Counter(q.circuit.state.value for q in quotas)
     routable = sum(1 for q in quotas if q.routable)

@@ -202,6 +202,11 @@ class StateStore(ABC):
     @abstractmethod
     async def circuit(self, key_id: str, now: float) -> CircuitSnapshot: ...
 
+    async def circuits(self, key_ids: Sequence[str], now: float) -> list[CircuitSnapshot]:
+        """:meth:`circuit` for many keys, in order, in one read where the store can (Redis:
+        one pipelined round trip); by default one call per key."""
+        return [await self.circuit(key_id, now) for key_id in key_ids]
+
     @abstractmethod
     async def try_acquire_probe(self, key_id: str, now: float) -> bool:
         """In half-open state, let exactly one caller probe the key."""

@@ -62,8 +62,17 @@ from apikeyrouter.infrastructure.state_store.window_counter import BUCKETS_PER_W
 from apikeyrouter.utils.encryption import looks_encrypted
 
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
-#: Keys whose windows one pipeline reads (bounds the reply held in memory at once).
-_KEYS_PER_USAGE_PIPELINE = 1000
+#: Keys one pipelined bulk read covers (bounds the reply held in memory at once).
+_KEYS_PER_READ_PIPELINE = 1000
+
+
+def _circuit_reply(reply: list[Any]) -> tuple[CircuitSnapshot, bool]:
+    """CIRCUIT's reply (state, failures, open_until, probe, acquired) as a snapshot."""
+    state, failures, open_until, probe, acquired = reply
+    snapshot = CircuitSnapshot(
+        CircuitState(text(state)), int(text(failures)), parse_opt_num(open_until), bool(int(probe))
+    )
+    return snapshot, bool(int(acquired))
 
 
 def _window_usages(limits: Sequence[WindowLimit], flat: list[Any]) -> list[WindowUsage]:
@@ -309,8 +318,8 @@ class RedisStateStore(StateStore):
         """Every key's windows in one pipelined round trip per chunk of keys."""
         wanted = [(key_id, limits) for key_id, limits in requests if limits]
         replies: list[Any] = []
-        for start in range(0, len(wanted), _KEYS_PER_USAGE_PIPELINE):
-            chunk = wanted[start : start + _KEYS_PER_USAGE_PIPELINE]
+        for start in range(0, len(wanted), _KEYS_PER_READ_PIPELINE):
+            chunk = wanted[start : start + _KEYS_PER_READ_PIPELINE]
             calls = [self._window_usage_call(key_id, limits, now) for key_id, limits in chunk]
             replies += await lua.run_pipelined(self._client, calls)
         answers = iter(replies)
@@ -344,22 +353,29 @@ class RedisStateStore(StateStore):
             return None
         return until
 
+    def _circuit_call(
+        self, mode: str, key_id: str, now: float, policy: CircuitPolicy | None = None
+    ) -> lua.ScriptCall:
+        policy = policy or CircuitPolicy()
+        args: list[str | int | float] = [
+            mode, num(now), policy.failure_threshold, num(policy.open_seconds)
+        ]  # fmt: skip
+        return lua.CIRCUIT, [self._names.circuit(key_id)], args
+
     async def _circuit(
         self, mode: str, key_id: str, now: float, policy: CircuitPolicy | None = None
     ) -> tuple[CircuitSnapshot, bool]:
-        policy = policy or CircuitPolicy()
-        state, failures, open_until, probe, acquired = await lua.CIRCUIT(
-            self._client,
-            [self._names.circuit(key_id)],
-            [mode, num(now), policy.failure_threshold, num(policy.open_seconds)],
-        )
-        snapshot = CircuitSnapshot(
-            CircuitState(text(state)),
-            int(text(failures)),
-            parse_opt_num(open_until),
-            bool(int(probe)),
-        )
-        return snapshot, bool(int(acquired))
+        _, keys, args = self._circuit_call(mode, key_id, now, policy)
+        return _circuit_reply(await lua.CIRCUIT(self._client, keys, args))
+
+    async def circuits(self, key_ids: Sequence[str], now: float) -> list[CircuitSnapshot]:
+        """Every key's circuit in one pipelined round trip per chunk of keys."""
+        replies: list[Any] = []
+        for start in range(0, len(key_ids), _KEYS_PER_READ_PIPELINE):
+            chunk = key_ids[start : start + _KEYS_PER_READ_PIPELINE]
+            calls = [self._circuit_call("read", key_id, now) for key_id in chunk]
+            replies += await lua.run_pipelined(self._client, calls)
+        return [_circuit_reply(reply)[0] for reply in replies]
 
     async def record_success(self, key_id: str, now: float) -> CircuitSnapshot:
         return (await self._circuit("success", key_id, now))[0]

@@ -752,6 +752,12 @@ class ResilientStateStore(StateStore):
             return await self._local.circuit(key_id, now)
         return result
 
+    async def circuits(self, key_ids: Sequence[str], now: float) -> list[CircuitSnapshot]:
+        result = await self._try("circuits", lambda: self._primary.circuits(key_ids, now))
+        if isinstance(result, _Fallback):
+            return await self._local.circuits(key_ids, now)
+        return result
+
     async def try_acquire_probe(self, key_id: str, now: float) -> bool:
         result = await self._try(
             "try_acquire_probe", lambda: self._primary.try_acquire_probe(key_id, now)

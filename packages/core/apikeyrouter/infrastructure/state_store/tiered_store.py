@@ -278,6 +278,9 @@ class TieredStateStore(StateStore):
     async def circuit(self, key_id: str, now: float) -> CircuitSnapshot:
         return await self._hot.circuit(key_id, now)
 
+    async def circuits(self, key_ids: Sequence[str], now: float) -> list[CircuitSnapshot]:
+        return await self._hot.circuits(key_ids, now)
+
     async def try_acquire_probe(self, key_id: str, now: float) -> bool:
         return await self._hot.try_acquire_probe(key_id, now)
 
