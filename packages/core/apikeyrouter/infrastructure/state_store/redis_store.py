@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -58,6 +58,7 @@ from apikeyrouter.infrastructure.state_store.redis_codec import (
     parse_opt_num,
     text,
 )
+from apikeyrouter.infrastructure.state_store.redis_pool import WaitingConnectionPool
 from apikeyrouter.infrastructure.state_store.window_counter import BUCKETS_PER_WINDOW
 from apikeyrouter.utils.encryption import looks_encrypted
 
@@ -128,9 +129,10 @@ class RedisStateStore(StateStore):
         if audit_limit < 1 or decision_limit < 1:
             raise ValueError("audit_limit and decision_limit must be at least 1")
         if client is None:
-            # Blocking pool: a burst beyond ``max_connections`` waits for a free connection
-            # instead of failing requests with "Too many connections".
-            pool = BlockingConnectionPool.from_url(
+            # A burst beyond ``max_connections`` waits for a free connection instead of failing
+            # requests with "Too many connections" (see redis_pool for why not redis-py's own
+            # blocking pool).
+            pool = WaitingConnectionPool.from_url(
                 url, decode_responses=True, max_connections=max_connections, timeout=pool_timeout
             )
             client = Redis.from_pool(pool)
@@ -451,9 +453,15 @@ class RedisStateStore(StateStore):
             return False
 
     async def prepare(self) -> None:
-        """Load every script in one pipelined round trip. A server that restarted has none,
-        and the first EVALSHA of each would otherwise cost a NOSCRIPT reply, a SCRIPT LOAD
-        and a retry while requests wait."""
+        """Drop idle pooled connections, then load every script in one pipelined round trip.
+
+        After an outage the pool holds sockets to the server that died; redis-py notices one
+        only if the peer's close has reached it before the connection is reused, so some
+        requests right after recovery failed on them. Closing the idle ones makes the next
+        commands connect afresh. A server that restarted also has no scripts, and the first
+        EVALSHA of each would otherwise cost a NOSCRIPT reply, a SCRIPT LOAD and a retry
+        while requests wait."""
+        await self._client.connection_pool.disconnect(inuse_connections=False)
         async with self._client.pipeline(transaction=False) as pipe:
             for script in lua.ALL_SCRIPTS:
                 pipe.script_load(script.source)
