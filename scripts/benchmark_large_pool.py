@@ -3,7 +3,9 @@
 Run: ``uv run python scripts/benchmark_large_pool.py [--keys 1000 10000]``. For each pool size
 it writes a config file of N keys (one provider, a per-minute limit each), then times loading
 it, starting the app, routing chat requests, a ``/metrics`` scrape, a page of
-``GET /api/v1/keys`` and a reload of the unchanged file. The upstream is the simulated provider
+``GET /api/v1/keys`` and a reload of the unchanged file, and prints the process's resident
+memory (an upper bound for the proxy's: the simulator and the client run in it too). The
+upstream is the simulated provider
 over an in-process transport, and the garbage collector is tuned as the CLI tunes it. Prints
 numbers; asserts none.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -60,6 +63,13 @@ async def _timed(call: Callable[[], Awaitable[object]], repeat: int) -> list[flo
     return samples
 
 
+def _resident_mb() -> float:
+    """Current resident set size (Linux), the benchmark's own client and simulator included."""
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
 def _row(label: str, samples: list[float]) -> str:
     return f"  {label:<34} p50 {statistics.median(samples):9.2f} ms   max {max(samples):9.2f} ms"
 
@@ -101,6 +111,7 @@ async def run(keys: int, requests: int) -> None:
                 runtime = app.runtime
                 print(_row("reload of the unchanged config", await _timed(
                     lambda: runtime.apply(config), 3)))  # fmt: skip
+                print(f"  {'resident memory of this process':<34} {_resident_mb():9.1f} MB")
 
 
 def main() -> None:
