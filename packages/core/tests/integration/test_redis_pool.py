@@ -5,7 +5,7 @@ reconnects afresh rather than reuse sockets to the server that died."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from apikeyrouter.infrastructure.state_store.redis_pool import WaitingConnectionPool
@@ -16,62 +16,70 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tests.integration.conftest import REDIS_URL
 
 pytestmark = pytest.mark.redis
+PoolMaker = Callable[[int, float], WaitingConnectionPool]
 
 
-async def test_a_caller_waits_for_a_released_connection() -> None:
-    pool = WaitingConnectionPool.from_url(REDIS_URL, max_connections=2, timeout=10.0)
-    try:
-        first, second = await pool.get_connection(), await pool.get_connection()
-        waiting = asyncio.create_task(pool.get_connection())
-        await asyncio.sleep(0)  # let it reach the wait
-        assert not waiting.done()
-        await pool.release(first)
-        third = await waiting
-        assert third is first  # the released connection, reused
-        await pool.release(second)
-        await pool.release(third)
-    finally:
+@pytest.fixture
+async def make_pool() -> AsyncIterator[PoolMaker]:
+    """Pools of a given bound and wait timeout, disconnected after the test."""
+    pools: list[WaitingConnectionPool] = []
+
+    def make(max_connections: int, timeout: float) -> WaitingConnectionPool:
+        pool = WaitingConnectionPool.from_url(
+            REDIS_URL, max_connections=max_connections, timeout=timeout
+        )
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
         await pool.disconnect()
 
 
-async def test_waiting_ends_after_the_timeout_with_no_connection_available() -> None:
-    pool = WaitingConnectionPool.from_url(REDIS_URL, max_connections=1, timeout=0.05)
-    try:
-        held = await pool.get_connection()
-        with pytest.raises(RedisConnectionError, match="No connection available"):
-            await pool.get_connection()
-        await pool.release(held)
-        again = await pool.get_connection()  # the timed-out wait took no slot
-        await pool.release(again)
-    finally:
-        await pool.disconnect()
+async def test_a_caller_waits_for_a_released_connection(make_pool: PoolMaker) -> None:
+    pool = make_pool(2, 10.0)
+    first, second = await pool.get_connection(), await pool.get_connection()
+    waiting = asyncio.create_task(pool.get_connection())
+    await asyncio.sleep(0)  # let it reach the wait
+    assert not waiting.done()
+    await pool.release(first)
+    third = await waiting
+    assert third is first  # the released connection, reused
+    await pool.release(second)
+    await pool.release(third)
 
 
-async def test_a_burst_never_opens_more_connections_than_the_bound() -> None:
-    pool = WaitingConnectionPool.from_url(REDIS_URL, max_connections=3, timeout=10.0)
+async def test_waiting_ends_after_the_timeout_with_no_connection_available(
+    make_pool: PoolMaker,
+) -> None:
+    pool = make_pool(1, 0.05)
+    held = await pool.get_connection()
+    with pytest.raises(RedisConnectionError, match="No connection available"):
+        await pool.get_connection()
+    await pool.release(held)
+    again = await pool.get_connection()  # the timed-out wait took no slot
+    await pool.release(again)
+
+
+async def test_a_burst_never_opens_more_connections_than_the_bound(make_pool: PoolMaker) -> None:
+    pool = make_pool(3, 10.0)
     client = Redis(connection_pool=pool)
-    try:
-        replies = await asyncio.gather(*(client.ping() for _ in range(50)))
-        assert all(replies)
-        opened = len(pool._available_connections) + len(pool._in_use_connections)
-        assert 1 <= opened <= 3
-    finally:
-        await client.aclose()
+    replies = await asyncio.gather(*(client.ping() for _ in range(50)))
+    assert all(replies)
+    opened = len(pool._available_connections) + len(pool._in_use_connections)
+    assert 1 <= opened <= 3
 
 
-async def test_releasing_a_connection_twice_frees_one_slot() -> None:
-    pool = WaitingConnectionPool.from_url(REDIS_URL, max_connections=1, timeout=0.05)
-    try:
-        held = await pool.get_connection()
+async def test_releasing_a_connection_twice_frees_one_slot(make_pool: PoolMaker) -> None:
+    pool = make_pool(1, 0.05)
+    held = await pool.get_connection()
+    await pool.release(held)
+    with pytest.raises(KeyError):  # redis-py: not in use any more
         await pool.release(held)
-        with pytest.raises(KeyError):  # redis-py: not in use any more
-            await pool.release(held)
-        again = await pool.get_connection()
-        with pytest.raises(RedisConnectionError):  # still a bound of one
-            await pool.get_connection()
-        await pool.release(again)
-    finally:
-        await pool.disconnect()
+    again = await pool.get_connection()
+    with pytest.raises(RedisConnectionError):  # still a bound of one
+        await pool.get_connection()
+    await pool.release(again)
 
 
 def test_the_bound_must_be_positive() -> None:
