@@ -3,7 +3,6 @@ key prefixes of a test's own (the server is shared with other runs: nothing here
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -18,20 +17,9 @@ from apikeyrouter.testing import SimulatedProvider, SimulatorServer, run_simulat
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tests.fake_clock import FakeClock
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-class FakeClock:
-    """Wall-clock time that tests move by hand (cooldowns, circuit timers)."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

@@ -16,7 +16,7 @@ from apikeyrouter.infrastructure.adapters.openai_adapter import OpenAIAdapter
 from apikeyrouter.testing import SimKeyConfig, SimulatedProvider, SimulatorServer
 from apikeyrouter.testing.simulator.asgi import Message, Receive, Scope, Send
 
-from .conftest import FakeClock
+from tests.fake_clock import FakeClock
 
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
 ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")

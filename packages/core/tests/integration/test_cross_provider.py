@@ -31,7 +31,8 @@ from apikeyrouter.infrastructure.adapters.openai_adapter import OpenAIAdapter
 from apikeyrouter.testing import SAFETY_TRIGGER, TOOL_TRIGGER
 from apikeyrouter.testing.simulator.gemini_wire import thought_signature
 
-from .conftest import FakeClock
+from tests.fake_clock import FakeClock
+
 from .provider_env import (
     GEMINI_MODELS,
     OPENAI_MODELS,

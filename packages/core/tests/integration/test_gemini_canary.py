@@ -17,7 +17,8 @@ from apikeyrouter.infrastructure.observability.logger import LOGGER_NAME, config
 from apikeyrouter.testing import TOOL_TRIGGER, SimKeyConfig
 from apikeyrouter.testing.simulator.asgi import Message, Receive, Scope, Send
 
-from .conftest import FakeClock
+from tests.fake_clock import FakeClock
+
 from .provider_env import (
     WEATHER_TOOL,
     ProviderEnv,

@@ -40,7 +40,7 @@ from apikeyrouter.infrastructure.adapters.generic_http_config import GenericHttp
 from apikeyrouter.infrastructure.observability.logger import LOGGER_NAME, configure_logging
 from apikeyrouter.utils.validation import intent_from_openai
 
-from .conftest import FakeClock
+from tests.fake_clock import FakeClock
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -18,7 +18,9 @@ from apikeyrouter import (
 from apikeyrouter.domain.interfaces.state_store import CircuitState
 from apikeyrouter.testing import SimKeyConfig
 
-from .conftest import FakeClock, SimEnv, chat
+from tests.fake_clock import FakeClock
+
+from .conftest import SimEnv, chat
 
 
 async def test_routes_and_explains(sim: SimEnv, router: ApiKeyRouter) -> None:

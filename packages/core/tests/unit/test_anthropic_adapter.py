@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from apikeyrouter.infrastructure.adapters.anthropic_adapter import (
 from apikeyrouter.infrastructure.transport.asgi_transport import ASGITransport, Message, Scope
 from apikeyrouter.utils.exceptions import StreamInterruptedError
 
+from tests.replay_upstream import ReplayUpstream, Reply
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"
 SECRET = "sk-ant-api03-TESTKEY0123456789abcdefghijklmnop"
 NOW = 1_700_000_000.0
@@ -32,59 +33,7 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | Sequence[bytes] = b"{}"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class FakeAnthropic:
-    """An ASGI app that replays canned replies in order and records what it was sent."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self._replies = list(replies)
-        self.seen: list[Seen] = []
-
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        message = await receive()
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        self.seen.append(
-            Seen(
-                scope["method"],
-                scope["path"],
-                scope["query_string"].decode(),
-                headers,
-                bytes(message.get("body", b"")),
-            )
-        )
-        reply = self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
-        raw_headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
-        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-        pieces = [reply.body] if isinstance(reply.body, bytes) else list(reply.body)
-        for index, piece in enumerate(pieces):
-            more = index < len(pieces) - 1
-            await send({"type": "http.response.body", "body": piece, "more_body": more})
-
-
-def adapter_for(app: FakeAnthropic, **kwargs: Any) -> AnthropicAdapter:
+def adapter_for(app: ReplayUpstream, **kwargs: Any) -> AnthropicAdapter:
     return AnthropicAdapter(
         "https://api.anthropic.test", transport=ASGITransport(app), clock=lambda: NOW, **kwargs
     )
@@ -114,7 +63,7 @@ async def drain(stream: UpstreamStream, into: list[dict[str, Any]]) -> None:
 
 
 async def test_send_translates_request_and_response() -> None:
-    app = FakeAnthropic(Reply(body=fixture("message_text.json")))
+    app = ReplayUpstream(Reply(body=fixture("message_text.json")))
     adapter = adapter_for(app, model_map={"claude-x": "claude-3-5-sonnet-20241022"})
     result = await adapter.send(chat(max_tokens=50), SECRET, timeout=5)
     assert isinstance(result, UpstreamSuccess)
@@ -137,7 +86,7 @@ async def test_send_translates_request_and_response() -> None:
 
 
 async def test_default_max_tokens_is_configurable() -> None:
-    app = FakeAnthropic(Reply(body=fixture("message_text.json")))
+    app = ReplayUpstream(Reply(body=fixture("message_text.json")))
     await adapter_for(app, default_max_tokens=321).send(chat(), SECRET, timeout=5)
     assert app.seen[0].json()["max_tokens"] == 321
 
@@ -154,7 +103,7 @@ async def test_send_reads_rate_limit_headers() -> None:
         "anthropic-ratelimit-output-tokens-remaining": "4000",
         "anthropic-ratelimit-output-tokens-reset": "2023-11-14T22:13:30Z",
     }
-    app = FakeAnthropic(Reply(body=fixture("message_text.json"), headers=headers))
+    app = ReplayUpstream(Reply(body=fixture("message_text.json"), headers=headers))
     result = await adapter_for(app).send(chat(), SECRET, timeout=5)
     assert isinstance(result, UpstreamSuccess)
     limit = result.rate_limit
@@ -205,7 +154,7 @@ def test_rate_limit_headers_pick_the_tightest_token_window() -> None:
 )
 async def test_error_mapping(name: str, status: int, kind: FailureKind) -> None:
     headers = {"retry-after": "12"} if status == 429 else {}
-    app = FakeAnthropic(Reply(status=status, body=fixture(name), headers=headers))
+    app = ReplayUpstream(Reply(status=status, body=fixture(name), headers=headers))
     result = await adapter_for(app).send(chat(), SECRET, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is kind
@@ -238,7 +187,7 @@ def test_error_mapping_without_a_json_body(status: int, kind: FailureKind) -> No
 
 async def test_error_messages_never_carry_the_key() -> None:
     body = {"type": "error", "error": {"type": "authentication_error", "message": f"bad {SECRET}"}}
-    app = FakeAnthropic(Reply(status=401, body=orjson.dumps(body)))
+    app = ReplayUpstream(Reply(status=401, body=orjson.dumps(body)))
     result = await adapter_for(app).send(chat(), SECRET, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert SECRET not in result.message
@@ -246,7 +195,7 @@ async def test_error_messages_never_carry_the_key() -> None:
 
 
 async def test_untranslatable_request_fails_without_a_call() -> None:
-    app = FakeAnthropic(Reply())
+    app = ReplayUpstream(Reply())
     result = await adapter_for(app).send(chat(n=3), SECRET, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.BAD_REQUEST
@@ -255,7 +204,7 @@ async def test_untranslatable_request_fails_without_a_call() -> None:
 
 
 async def test_embeddings_and_completions_are_not_supported() -> None:
-    app = FakeAnthropic(Reply())
+    app = ReplayUpstream(Reply())
     adapter = adapter_for(app)
     assert adapter.supports(Endpoint.CHAT, stream=True)
     assert not adapter.supports(Endpoint.EMBEDDINGS, stream=False)
@@ -282,14 +231,14 @@ async def test_transport_failure_is_a_connection_failure() -> None:
 
 
 async def test_non_json_success_is_a_provider_error() -> None:
-    result = await adapter_for(FakeAnthropic(Reply(body=b"not json"))).send(chat(), SECRET, 5)
+    result = await adapter_for(ReplayUpstream(Reply(body=b"not json"))).send(chat(), SECRET, 5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.PROVIDER_ERROR
 
 
 async def test_list_models_follows_pagination() -> None:
     first = {"data": [{"type": "model", "id": "claude-a"}], "has_more": True, "last_id": "claude-a"}
-    app = FakeAnthropic(Reply(body=orjson.dumps(first)), Reply(body=fixture("models_list.json")))
+    app = ReplayUpstream(Reply(body=orjson.dumps(first)), Reply(body=fixture("models_list.json")))
     models = await adapter_for(app).list_models(SECRET, timeout=5)
     assert models == ["claude-a", "claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022"]
     assert [s.path for s in app.seen] == ["/v1/models", "/v1/models"]
@@ -299,7 +248,7 @@ async def test_list_models_follows_pagination() -> None:
 
 
 async def test_list_models_failure_is_classified() -> None:
-    app = FakeAnthropic(Reply(status=401, body=fixture("error_authentication.json")))
+    app = ReplayUpstream(Reply(status=401, body=fixture("error_authentication.json")))
     result = await adapter_for(app).list_models(SECRET, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.INVALID_KEY
@@ -310,7 +259,7 @@ async def test_list_models_failure_is_classified() -> None:
 
 async def test_stream_yields_openai_chunks_and_usage() -> None:
     headers = {"content-type": "text/event-stream", "anthropic-ratelimit-requests-remaining": "5"}
-    app = FakeAnthropic(Reply(body=sse_pieces("stream_text.sse"), headers=headers))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_text.sse"), headers=headers))
     stream = await adapter_for(app).open_stream(chat(stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
     assert stream.rate_limit.requests_remaining == 5
@@ -326,7 +275,7 @@ async def test_stream_yields_openai_chunks_and_usage() -> None:
 
 
 async def test_stream_with_tool_use() -> None:
-    app = FakeAnthropic(Reply(body=sse_pieces("stream_tool_use.sse")))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_tool_use.sse")))
     stream = await adapter_for(app).open_stream(chat(stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
     chunks = await collect(stream)
@@ -340,7 +289,7 @@ async def test_stream_with_tool_use() -> None:
 
 
 async def test_stream_error_before_any_content_is_a_failure_result() -> None:
-    app = FakeAnthropic(Reply(body=sse_pieces("stream_error_first.sse")))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_error_first.sse")))
     result = await adapter_for(app).open_stream(chat(stream=True), SECRET, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.PROVIDER_ERROR
@@ -351,7 +300,7 @@ async def test_stream_error_before_any_content_is_a_failure_result() -> None:
 async def test_stream_error_midway_interrupts_with_a_redacted_message() -> None:
     pieces = sse_pieces("stream_error_midway.sse")
     pieces[-1] = pieces[-1].replace(b"Overloaded", b"Overloaded for " + SECRET.encode())
-    app = FakeAnthropic(Reply(body=pieces))
+    app = ReplayUpstream(Reply(body=pieces))
     stream = await adapter_for(app).open_stream(chat(stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
     received: list[dict[str, Any]] = []
@@ -363,7 +312,7 @@ async def test_stream_error_midway_interrupts_with_a_redacted_message() -> None:
 
 
 async def test_stream_ending_without_message_stop_is_interrupted() -> None:
-    app = FakeAnthropic(Reply(body=sse_pieces("stream_truncated.sse")))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_truncated.sse")))
     stream = await adapter_for(app).open_stream(chat(stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
     with pytest.raises(StreamInterruptedError, match="message_stop"):
@@ -372,14 +321,14 @@ async def test_stream_ending_without_message_stop_is_interrupted() -> None:
 
 
 async def test_empty_stream_is_a_connection_failure() -> None:
-    app = FakeAnthropic(Reply(body=b""))
+    app = ReplayUpstream(Reply(body=b""))
     result = await adapter_for(app).open_stream(chat(stream=True), SECRET, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.CONNECTION
 
 
 async def test_stream_http_error_is_classified() -> None:
-    app = FakeAnthropic(
+    app = ReplayUpstream(
         Reply(status=429, body=fixture("error_rate_limit.json"), headers={"retry-after": "3"})
     )
     result = await adapter_for(app).open_stream(chat(stream=True), SECRET, timeout=5)

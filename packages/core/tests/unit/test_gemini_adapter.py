@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,11 @@ from apikeyrouter.infrastructure.adapters.gemini_adapter import (
     classify_gemini_error,
     next_pacific_midnight,
 )
-from apikeyrouter.infrastructure.transport.asgi_transport import ASGITransport, Message, Scope
+from apikeyrouter.infrastructure.transport.asgi_transport import ASGITransport
 from apikeyrouter.infrastructure.transport.base import HttpStreamResponse
 from apikeyrouter.utils.exceptions import StreamInterruptedError
+
+from tests.replay_upstream import ReplayUpstream, Reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gemini"
 BASE = "https://generativelanguage.googleapis.test/v1beta"
@@ -35,58 +36,6 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | Sequence[bytes] = b"{}"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class FakeGemini:
-    """An ASGI app that replays canned replies in order and records what it was sent."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self._replies = list(replies)
-        self.seen: list[Seen] = []
-
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        message = await receive()
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        self.seen.append(
-            Seen(
-                scope["method"],
-                scope["path"],
-                scope["query_string"].decode(),
-                headers,
-                bytes(message.get("body", b"")),
-            )
-        )
-        reply = self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
-        raw_headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
-        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
-        pieces = [reply.body] if isinstance(reply.body, bytes) else list(reply.body)
-        for index, piece in enumerate(pieces):
-            more = index < len(pieces) - 1
-            await send({"type": "http.response.body", "body": piece, "more_body": more})
-
-
 class RecordingTransport(ASGITransport):
     """Keeps the exact URL strings the adapter asked for, query string included.
 
@@ -94,7 +43,7 @@ class RecordingTransport(ASGITransport):
     (the canary test checks the count against the requests the app received).
     """
 
-    def __init__(self, app: FakeGemini) -> None:
+    def __init__(self, app: ReplayUpstream) -> None:
         super().__init__(app)
         self.urls: list[str] = []
 
@@ -105,7 +54,7 @@ class RecordingTransport(ASGITransport):
         return await super().open_stream(method, url, headers, body, timeout)
 
 
-def adapter_for(app: FakeGemini, **kwargs: Any) -> GeminiAdapter:
+def adapter_for(app: ReplayUpstream, **kwargs: Any) -> GeminiAdapter:
     return GeminiAdapter(BASE, transport=ASGITransport(app), clock=lambda: NOW, **kwargs)
 
 
@@ -131,7 +80,7 @@ async def collect(stream: UpstreamStream) -> list[dict[str, Any]]:
 
 
 async def test_generate_content_wire_format() -> None:
-    app = FakeGemini(Reply(body=fixture("generate_text.json")))
+    app = ReplayUpstream(Reply(body=fixture("generate_text.json")))
     adapter = adapter_for(app, model_map={"fast": "models/gemini-2.5-flash"})
     result = await adapter.send(chat("fast", temperature=0.2), CANARY, timeout=5)
     assert isinstance(result, UpstreamSuccess)
@@ -154,7 +103,7 @@ async def test_generate_content_wire_format() -> None:
 
 
 async def test_generated_response_id_when_gemini_gives_none() -> None:
-    app = FakeGemini(Reply(body=fixture("generate_function_call.json")))
+    app = ReplayUpstream(Reply(body=fixture("generate_function_call.json")))
     result = await adapter_for(app).send(chat(), CANARY, timeout=5)
     assert isinstance(result, UpstreamSuccess)
     assert result.body["id"].startswith("chatcmpl-")
@@ -162,7 +111,7 @@ async def test_generated_response_id_when_gemini_gives_none() -> None:
 
 
 async def test_blocked_prompt_is_a_content_filter_answer() -> None:
-    app = FakeGemini(Reply(body=fixture("generate_blocked_prompt.json")))
+    app = ReplayUpstream(Reply(body=fixture("generate_blocked_prompt.json")))
     result = await adapter_for(app).send(chat(), CANARY, timeout=5)
     assert isinstance(result, UpstreamSuccess)
     assert result.body["choices"][0]["finish_reason"] == "content_filter"
@@ -170,7 +119,7 @@ async def test_blocked_prompt_is_a_content_filter_answer() -> None:
 
 
 async def test_single_embedding_call() -> None:
-    app = FakeGemini(Reply(body=fixture("embed_content.json")))
+    app = ReplayUpstream(Reply(body=fixture("embed_content.json")))
     result = await adapter_for(app).send(embed("hello"), CANARY, timeout=5)
     assert isinstance(result, UpstreamSuccess)
     assert app.seen[0].path == "/v1beta/models/text-embedding-004:embedContent"
@@ -179,7 +128,7 @@ async def test_single_embedding_call() -> None:
 
 
 async def test_batch_embedding_call() -> None:
-    app = FakeGemini(Reply(body=fixture("batch_embed_contents.json")))
+    app = ReplayUpstream(Reply(body=fixture("batch_embed_contents.json")))
     result = await adapter_for(app).send(embed(["a", "b"]), CANARY, timeout=5)
     assert isinstance(result, UpstreamSuccess)
     assert app.seen[0].path == "/v1beta/models/text-embedding-004:batchEmbedContents"
@@ -188,7 +137,7 @@ async def test_batch_embedding_call() -> None:
 
 
 async def test_token_input_embeddings_fail_without_a_call() -> None:
-    app = FakeGemini(Reply())
+    app = ReplayUpstream(Reply())
     result = await adapter_for(app).send(embed([1, 2, 3]), CANARY, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.BAD_REQUEST
@@ -197,7 +146,7 @@ async def test_token_input_embeddings_fail_without_a_call() -> None:
 
 
 async def test_completions_are_not_supported() -> None:
-    app = FakeGemini(Reply())
+    app = ReplayUpstream(Reply())
     adapter = adapter_for(app)
     assert adapter.supports(Endpoint.EMBEDDINGS, stream=False)
     assert not adapter.supports(Endpoint.COMPLETIONS, stream=False)
@@ -211,7 +160,7 @@ async def test_completions_are_not_supported() -> None:
 
 
 async def test_model_names_cannot_escape_the_path() -> None:
-    app = FakeGemini(Reply(body=fixture("generate_text.json")))
+    app = ReplayUpstream(Reply(body=fixture("generate_text.json")))
     transport = RecordingTransport(app)
     adapter = GeminiAdapter(BASE, transport=transport)
     await adapter.send(chat("../tunedModels/x?y"), CANARY, timeout=5)
@@ -233,7 +182,7 @@ async def test_model_names_cannot_escape_the_path() -> None:
     ],
 )
 async def test_error_mapping(name: str, status: int, kind: FailureKind) -> None:
-    app = FakeGemini(Reply(status=status, body=fixture(name)))
+    app = ReplayUpstream(Reply(status=status, body=fixture(name)))
     result = await adapter_for(app).send(chat(), CANARY, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is kind
@@ -244,7 +193,7 @@ async def test_error_mapping(name: str, status: int, kind: FailureKind) -> None:
 
 
 async def test_rate_limit_retry_delay_comes_from_retry_info() -> None:
-    app = FakeGemini(Reply(status=429, body=fixture("error_rate_limited.json")))
+    app = ReplayUpstream(Reply(status=429, body=fixture("error_rate_limited.json")))
     result = await adapter_for(app).send(chat(), CANARY, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.rate_limit.retry_after_at == NOW + 17
@@ -274,7 +223,7 @@ def test_fractional_retry_delay_and_retry_after_header() -> None:
 
 
 async def test_per_day_quota_resets_at_pacific_midnight() -> None:
-    app = FakeGemini(Reply(status=429, body=fixture("error_quota_per_day.json")))
+    app = ReplayUpstream(Reply(status=429, body=fixture("error_quota_per_day.json")))
     result = await adapter_for(app).send(chat(), CANARY, timeout=5)
     assert isinstance(result, ProviderFailure)
     expected = datetime(2023, 11, 15, tzinfo=ZoneInfo("America/Los_Angeles")).timestamp()
@@ -315,7 +264,7 @@ def test_error_mapping_edge_cases(status: int, body: bytes, kind: FailureKind) -
 
 
 async def test_list_models_strips_prefix_and_pages() -> None:
-    app = FakeGemini(
+    app = ReplayUpstream(
         Reply(body=fixture("models_list_page1.json")), Reply(body=fixture("models_list_page2.json"))
     )
     models = await adapter_for(app).list_models(CANARY, timeout=5)
@@ -326,7 +275,7 @@ async def test_list_models_strips_prefix_and_pages() -> None:
 
 
 async def test_list_models_failure_is_classified() -> None:
-    app = FakeGemini(Reply(status=400, body=fixture("error_api_key_invalid.json")))
+    app = ReplayUpstream(Reply(status=400, body=fixture("error_api_key_invalid.json")))
     result = await adapter_for(app).list_models(CANARY, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.INVALID_KEY
@@ -336,7 +285,7 @@ async def test_list_models_failure_is_classified() -> None:
 
 
 async def test_stream_wire_format_and_chunks() -> None:
-    app = FakeGemini(Reply(body=sse_pieces("stream_text.sse")))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_text.sse")))
     stream = await adapter_for(app).open_stream(chat(stream=True), CANARY, timeout=5)
     assert isinstance(stream, UpstreamStream)
     assert app.seen[0].path == "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
@@ -354,7 +303,7 @@ async def test_stream_wire_format_and_chunks() -> None:
 
 
 async def test_stream_with_function_call() -> None:
-    app = FakeGemini(Reply(body=sse_pieces("stream_function_call.sse")))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_function_call.sse")))
     stream = await adapter_for(app).open_stream(chat(stream=True), CANARY, timeout=5)
     assert isinstance(stream, UpstreamStream)
     chunks = await collect(stream)
@@ -364,7 +313,7 @@ async def test_stream_with_function_call() -> None:
 
 
 async def test_truncated_stream_is_interrupted() -> None:
-    app = FakeGemini(Reply(body=sse_pieces("stream_truncated.sse")))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_truncated.sse")))
     stream = await adapter_for(app).open_stream(chat(stream=True), CANARY, timeout=5)
     assert isinstance(stream, UpstreamStream)
     with pytest.raises(StreamInterruptedError, match="finishReason"):
@@ -373,7 +322,7 @@ async def test_truncated_stream_is_interrupted() -> None:
 
 
 async def test_stream_error_slice_is_interrupted() -> None:
-    app = FakeGemini(Reply(body=sse_pieces("stream_error.sse")))
+    app = ReplayUpstream(Reply(body=sse_pieces("stream_error.sse")))
     stream = await adapter_for(app).open_stream(chat(stream=True), CANARY, timeout=5)
     assert isinstance(stream, UpstreamStream)
     with pytest.raises(StreamInterruptedError, match="overloaded"):
@@ -381,7 +330,7 @@ async def test_stream_error_slice_is_interrupted() -> None:
 
 
 async def test_stream_http_error_is_classified() -> None:
-    app = FakeGemini(Reply(status=503, body=fixture("error_unavailable.json")))
+    app = ReplayUpstream(Reply(status=503, body=fixture("error_unavailable.json")))
     result = await adapter_for(app).open_stream(chat(stream=True), CANARY, timeout=5)
     assert isinstance(result, ProviderFailure)
     assert result.kind is FailureKind.PROVIDER_ERROR
@@ -397,7 +346,7 @@ def echo_key_error(status: int, state: str) -> Reply:
 
 
 async def test_canary_key_never_leaves_the_header() -> None:
-    app = FakeGemini(
+    app = ReplayUpstream(
         Reply(body=fixture("generate_text.json")),
         Reply(body=sse_pieces("stream_text.sse")),
         Reply(body=fixture("batch_embed_contents.json")),

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import orjson
 import pytest
@@ -40,61 +39,14 @@ from apikeyrouter.infrastructure.transport.base import (
 from apikeyrouter.utils.exceptions import ConfigurationError, StreamInterruptedError
 from pydantic import ValidationError
 
+from tests.replay_upstream import ReplayUpstream, Reply
+
 SECRET = "geoKEY-7fQ2xL9pV4tZ8mR3hS6jB1nD5"
 NOW = 1_700_000_000.0
 BASE = "https://api.example.test"
 
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | Sequence[bytes] = b"{}"
-    headers: dict[str, str] = field(default_factory=dict)
-    break_after: bool = False  # raise once the parts are sent: a stream cut mid-way
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class RecordingApi:
-    """Replays canned replies in order (the last one repeats) and records every request."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self._replies = list(replies) or [Reply()]
-        self.seen: list[Seen] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        self.seen.append(
-            Seen(
-                scope["method"],
-                scope["path"],
-                parse_qs(scope["query_string"].decode(), keep_blank_values=True),
-                {k.decode(): v.decode() for k, v in scope["headers"]},
-                bytes(message.get("body", b"")),
-            )
-        )
-        reply = self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
-        headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        parts = [reply.body] if isinstance(reply.body, bytes) else list(reply.body)
-        for index, part in enumerate(parts):
-            more = reply.break_after or index < len(parts) - 1
-            await send({"type": "http.response.body", "body": part, "more_body": more})
-        if reply.break_after:
-            raise ConnectionResetError(f"cut off while serving {scope['query_string']!r}")
 
 
 def make(app: Any, **fields: Any) -> GenericHttpAdapter:
@@ -124,11 +76,11 @@ async def failed(
 
 
 async def test_default_placement_is_an_authorization_bearer_header() -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     await ok(make(app))
     [seen] = app.seen
     assert seen.headers["authorization"] == f"Bearer {SECRET}"
-    assert seen.query == {}
+    assert seen.params == {}
 
 
 @pytest.mark.parametrize(
@@ -143,17 +95,17 @@ async def test_default_placement_is_an_authorization_bearer_header() -> None:
 async def test_header_placement_with_name_and_prefix(
     fields: dict[str, Any], header: str, value: str
 ) -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     await ok(make(app, **fields))
     assert app.seen[0].headers[header] == value
 
 
 async def test_query_placement_puts_the_key_in_the_named_parameter_only() -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     adapter = make(app, key_in="query", key_name="api_key", extra_headers={"X-Client": "t"})
     await ok(adapter)
     [seen] = app.seen
-    assert seen.query["api_key"] == [SECRET]
+    assert seen.params["api_key"] == [SECRET]
     assert SECRET not in json.dumps(seen.headers)
     assert "authorization" not in seen.headers
     assert seen.headers["x-client"] == "t"
@@ -161,17 +113,17 @@ async def test_query_placement_puts_the_key_in_the_named_parameter_only() -> Non
 
 
 async def test_query_key_with_prefix_and_a_caller_cannot_override_it() -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     adapter = make(app, method="GET", key_in="query", key_name="key", key_prefix="k:")
     await ok(adapter, call({"key": "callers-own-key", "q": "x"}))
-    assert app.seen[0].query["key"] == [f"k:{SECRET}"]
+    assert app.seen[0].params["key"] == [f"k:{SECRET}"]
 
 
 # --------------------------------------------------------------------------- request shapes
 
 
 async def test_post_sends_the_body_as_json_without_router_fields() -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     adapter = make(app, path="/v1/search", extra_query={"v": "2"}, extra_headers={"X-A": "b"})
     body = {"q": "Paris", "limit": 3, "stream": False, "stream_options": {}}
     await ok(adapter, call(body))
@@ -180,11 +132,11 @@ async def test_post_sends_the_body_as_json_without_router_fields() -> None:
     assert seen.json() == {"q": "Paris", "limit": 3}
     assert seen.headers["content-type"] == "application/json"
     assert seen.headers["x-a"] == "b"
-    assert seen.query == {"v": ["2"]}
+    assert seen.params == {"v": ["2"]}
 
 
 async def test_put_sends_json_too_and_strip_fields_is_configurable() -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     adapter = make(app, method="put", strip_fields=["internal"], model_map={"geocode": "geo-v2"})
     await ok(adapter, call({"internal": 1, "q": "x"}))
     [seen] = app.seen
@@ -193,7 +145,7 @@ async def test_put_sends_json_too_and_strip_fields_is_configurable() -> None:
 
 
 async def test_get_sends_the_body_as_query_parameters() -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     adapter = make(app, method="GET", path="/geo?format=json", key_in="query", key_name="key")
     body = {"q": "Paris", "limit": 3, "tags": ["a", "b"], "exact": True, "bbox": {"n": 1}}
     await ok(adapter, call({**body, "skip": None}))
@@ -201,7 +153,7 @@ async def test_get_sends_the_body_as_query_parameters() -> None:
     assert seen.method == "GET"
     assert seen.body == b""
     assert "content-type" not in seen.headers
-    assert seen.query == {
+    assert seen.params == {
         "format": ["json"],
         "q": ["Paris"],
         "limit": ["3"],
@@ -213,7 +165,7 @@ async def test_get_sends_the_body_as_query_parameters() -> None:
 
 
 async def test_path_template_uses_the_mapped_model_safely() -> None:
-    app = RecordingApi()
+    app = ReplayUpstream()
     adapter = make(app, path="/v1/{model}/run", model_map={"small": "llama3:8b"})
     await ok(adapter, call(model="small"))
     await ok(adapter, call(model="../../admin"))
@@ -223,13 +175,13 @@ async def test_path_template_uses_the_mapped_model_safely() -> None:
 
 
 async def test_endpoints_without_a_path_are_refused_and_not_claimed() -> None:
-    adapter = make(RecordingApi())
+    adapter = make(ReplayUpstream())
     assert adapter.supports(Endpoint.CHAT, stream=False)
     assert not adapter.supports(Endpoint.EMBEDDINGS, stream=False)
     assert not adapter.supports(Endpoint.CHAT, stream=True)
     failure = await failed(adapter, call(endpoint=Endpoint.EMBEDDINGS))
     assert failure.kind is FailureKind.BAD_REQUEST
-    embedder = make(RecordingApi(), paths={"embeddings": "/embed"})
+    embedder = make(ReplayUpstream(), paths={"embeddings": "/embed"})
     assert embedder.supports(Endpoint.EMBEDDINGS, stream=False)
 
 
@@ -276,7 +228,7 @@ async def test_rate_limit_headers_in_each_reset_format(
         "X-Tokens-Remaining": "4000",
         "X-Tokens-Reset": tokens_reset,
     }
-    app = RecordingApi(Reply(headers=headers))
+    app = ReplayUpstream(Reply(headers=headers))
     result = await ok(make(app, rate_limit_headers={**RL_NAMES, "reset_format": fmt}))
     info = result.rate_limit
     assert (info.requests_limit, info.requests_remaining) == (100, 7)
@@ -288,7 +240,7 @@ async def test_rate_limit_headers_in_each_reset_format(
 
 async def test_unparseable_rate_limit_values_are_ignored() -> None:
     headers = {"X-RateLimit-Limit": "lots", "X-RateLimit-Reset": "soon"}
-    app = RecordingApi(Reply(headers=headers))
+    app = ReplayUpstream(Reply(headers=headers))
     result = await ok(make(app, rate_limit_headers=RL_NAMES))
     assert result.rate_limit.requests_limit is None
     assert result.rate_limit.requests_reset_at is None
@@ -303,7 +255,7 @@ async def test_unparseable_rate_limit_values_are_ignored() -> None:
     ],
 )
 async def test_retry_after_is_always_honoured(headers: dict[str, str], expected: Any) -> None:
-    app = RecordingApi(Reply(status=429, headers=headers))
+    app = ReplayUpstream(Reply(status=429, headers=headers))
     failure = await failed(make(app))  # no rate_limit_headers configured
     assert failure.kind is FailureKind.RATE_LIMITED
     if isinstance(expected, str):
@@ -334,7 +286,7 @@ async def test_retry_after_is_always_honoured(headers: dict[str, str], expected:
 )
 async def test_default_status_meanings(status: int, kind: FailureKind) -> None:
     body = b'{"error": {"message": "nope", "code": "E42"}}'
-    failure = await failed(make(RecordingApi(Reply(status=status, body=body))))
+    failure = await failed(make(ReplayUpstream(Reply(status=status, body=body))))
     assert (failure.kind, failure.status) == (kind, status)
     assert failure.message == f"upstream HTTP {status}: nope"
     assert failure.code == "E42"
@@ -359,13 +311,13 @@ async def test_status_map_overrides_and_ranges(status: int, kind: FailureKind) -
         "420": "rate_limited",
         "400-499": "connection",
     }
-    adapter = make(RecordingApi(Reply(status=status)), status_map=status_map)
+    adapter = make(ReplayUpstream(Reply(status=status)), status_map=status_map)
     assert (await failed(adapter)).kind is kind
 
 
 async def test_body_rules_override_the_status_meaning_but_never_touch_successes() -> None:
     rules = {"quota": "quota_exhausted", "Invalid API key": "invalid_key"}
-    app = RecordingApi(
+    app = ReplayUpstream(
         Reply(status=429, body=b'{"message": "Daily QUOTA exceeded"}'),
         Reply(status=400, body=b"invalid api key given"),
         Reply(status=429, body=b"slow down"),
@@ -381,7 +333,7 @@ async def test_body_rules_override_the_status_meaning_but_never_touch_successes(
 
 
 async def test_error_messages_come_from_common_shapes_and_are_bounded() -> None:
-    app = RecordingApi(
+    app = ReplayUpstream(
         Reply(status=400, body=b'{"detail": "q is required"}'),
         Reply(status=400, body=b'{"error": "bad_query", "error_description": "q?"}'),
         Reply(status=500, body=b"x" * 5000),
@@ -398,7 +350,7 @@ async def test_error_messages_come_from_common_shapes_and_are_bounded() -> None:
 
 
 async def test_usage_from_a_dotted_path_shorthand() -> None:
-    app = RecordingApi(Reply(body=b'{"usage": {"total_tokens": 42}}'))
+    app = ReplayUpstream(Reply(body=b'{"usage": {"total_tokens": 42}}'))
     result = await ok(make(app, usage_path="usage.total_tokens"))
     assert (result.usage.prompt_tokens, result.usage.total_tokens) == (0, 42)
 
@@ -406,15 +358,15 @@ async def test_usage_from_a_dotted_path_shorthand() -> None:
 async def test_usage_from_several_paths_including_list_indexes() -> None:
     body = b'{"meta": [{"in": 10, "out": "5"}]}'
     paths = {"prompt_tokens": "meta.0.in", "completion_tokens": "meta.0.out"}
-    result = await ok(make(RecordingApi(Reply(body=body)), usage_path=paths))
+    result = await ok(make(ReplayUpstream(Reply(body=body)), usage_path=paths))
     usage = result.usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (10, 5, 15)
 
 
 async def test_without_usage_paths_usage_is_zero_tokens() -> None:
-    app = RecordingApi(Reply(body=b'{"usage": {"total_tokens": 42}}'))
+    app = ReplayUpstream(Reply(body=b'{"usage": {"total_tokens": 42}}'))
     assert (await ok(make(app))).usage.total_tokens == 0
-    missing = await ok(make(RecordingApi(Reply(body=b"{}")), usage_path="usage.total"))
+    missing = await ok(make(ReplayUpstream(Reply(body=b"{}")), usage_path="usage.total"))
     assert missing.usage.total_tokens == 0
 
 
@@ -432,7 +384,7 @@ async def test_without_usage_paths_usage_is_zero_tokens() -> None:
 async def test_any_answer_comes_back_as_a_dict(
     status: int, payload: bytes, expected: dict[str, Any]
 ) -> None:
-    result = await ok(make(RecordingApi(Reply(status=status, body=payload))))
+    result = await ok(make(ReplayUpstream(Reply(status=status, body=payload))))
     assert result.body == expected
     assert result.status == status
 
@@ -465,7 +417,7 @@ async def test_sse_stream_yields_each_data_payload() -> None:
         b"data: [DONE]",
         b'data: {"never": "seen"}',
     )
-    app = RecordingApi(Reply(body=events, headers={"content-type": "text/event-stream"}))
+    app = ReplayUpstream(Reply(body=events, headers={"content-type": "text/event-stream"}))
     adapter = make(
         app,
         path="/run",
@@ -493,7 +445,7 @@ async def test_sse_stream_yields_each_data_payload() -> None:
 
 
 async def test_sse_stream_without_done_just_ends() -> None:
-    app = RecordingApi(Reply(body=[b'data: {"a": 1}\n', b'\ndata: {"a": 2}']))
+    app = ReplayUpstream(Reply(body=[b'data: {"a": 1}\n', b'\ndata: {"a": 2}']))
     stream = await make(app, stream="sse").open_stream(call(stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
     assert await collect(stream) == [{"a": 1}, {"a": 2}]
@@ -501,7 +453,7 @@ async def test_sse_stream_without_done_just_ends() -> None:
 
 
 async def test_stream_that_breaks_off_raises_stream_interrupted() -> None:
-    app = RecordingApi(Reply(body=sse(b'data: {"a": 1}'), break_after=True))
+    app = ReplayUpstream(Reply(body=sse(b'data: {"a": 1}'), break_after=True))
     adapter = make(app, stream="sse", key_in="query", key_name="key")
     stream = await adapter.open_stream(call(stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
@@ -514,7 +466,7 @@ async def test_stream_that_breaks_off_raises_stream_interrupted() -> None:
 
 
 async def test_stream_error_status_is_classified_and_unconfigured_streams_refused() -> None:
-    app = RecordingApi(Reply(status=429, headers={"Retry-After": "3"}))
+    app = ReplayUpstream(Reply(status=429, headers={"Retry-After": "3"}))
     failure = await make(app, stream="sse").open_stream(call(stream=True), SECRET, timeout=5)
     assert isinstance(failure, ProviderFailure)
     assert failure.kind is FailureKind.RATE_LIMITED
@@ -592,7 +544,7 @@ COMPLETION = b'{"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "comple
 
 
 async def test_azure_openai_uses_the_api_key_header_deployment_path_and_api_version() -> None:
-    app = RecordingApi(Reply(body=COMPLETION, headers={"x-ratelimit-remaining-requests": "9"}))
+    app = ReplayUpstream(Reply(body=COMPLETION, headers={"x-ratelimit-remaining-requests": "9"}))
     adapter = azure_openai(
         "https://res.openai.azure.com/",
         deployments={"gpt-4o": "prod-gpt4o"},
@@ -605,7 +557,7 @@ async def test_azure_openai_uses_the_api_key_header_deployment_path_and_api_vers
     assert result.rate_limit.requests_remaining == 9
     [seen] = app.seen
     assert seen.path == "/openai/deployments/prod-gpt4o/chat/completions"
-    assert seen.query == {"api-version": ["2024-10-21"]}
+    assert seen.params == {"api-version": ["2024-10-21"]}
     assert seen.headers["api-key"] == SECRET
     assert "authorization" not in seen.headers
     assert seen.json() == {"model": "prod-gpt4o", **CHAT}
@@ -613,7 +565,7 @@ async def test_azure_openai_uses_the_api_key_header_deployment_path_and_api_vers
 
 async def test_azure_v1_api_and_openai_error_meanings() -> None:
     error = b'{"error": {"code": "content_filter", "message": "filtered"}}'
-    app = RecordingApi(Reply(status=400, body=error), Reply(status=429))
+    app = ReplayUpstream(Reply(status=400, body=error), Reply(status=429))
     adapter = azure_openai(
         "https://res.openai.azure.com/openai", api_version=None, transport=ASGITransport(app)
     )
@@ -621,7 +573,7 @@ async def test_azure_v1_api_and_openai_error_meanings() -> None:
     assert isinstance(failure, ProviderFailure)
     assert failure.kind is FailureKind.CONTENT_POLICY
     assert app.seen[0].path == "/openai/v1/chat/completions"
-    assert app.seen[0].query == {}
+    assert app.seen[0].params == {}
     throttled = await adapter.send(call(CHAT, model="gpt-4o"), SECRET, timeout=5)
     assert isinstance(throttled, ProviderFailure)
     assert throttled.kind is FailureKind.RATE_LIMITED
@@ -633,7 +585,7 @@ async def test_openai_mode_streams_with_usage_and_requires_done() -> None:
         b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}',
         b"data: [DONE]",
     )
-    app = RecordingApi(Reply(body=chunks), Reply(body=chunks[:1]))
+    app = ReplayUpstream(Reply(body=chunks), Reply(body=chunks[:1]))
     adapter = make(app, mode="openai", key_in="query", key_name="key", key_prefix="")
     stream = await adapter.open_stream(call(CHAT, model="m", stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
@@ -652,7 +604,7 @@ async def test_openai_mode_streams_with_usage_and_requires_done() -> None:
 
 async def test_openai_mode_stream_error_events_are_scrubbed() -> None:
     event = b'data: {"error": {"message": "key ' + SECRET.encode() + b' revoked"}}'
-    app = RecordingApi(Reply(body=sse(event)))
+    app = ReplayUpstream(Reply(body=sse(event)))
     adapter = make(app, mode="openai", key_in="query", key_name="key")
     stream = await adapter.open_stream(call(CHAT, model="m", stream=True), SECRET, timeout=5)
     assert isinstance(stream, UpstreamStream)
@@ -662,7 +614,7 @@ async def test_openai_mode_stream_error_events_are_scrubbed() -> None:
 
 
 async def test_list_models_by_mode() -> None:
-    app = RecordingApi(Reply(body=b'{"data": [{"id": "a"}, {"id": "b"}]}'))
+    app = ReplayUpstream(Reply(body=b'{"data": [{"id": "a"}, {"id": "b"}]}'))
     openai = make(app, mode="openai", key_name="api-key")
     assert await openai.list_models(SECRET, timeout=5) == ["a", "b"]
     assert app.seen[0].path == "/models"
@@ -786,11 +738,14 @@ QUERY_KEY = {"key_in": "query", "key_name": "api_key", "method": "GET", "stream"
 @pytest.mark.parametrize(
     ("app", "kind"),
     [
-        (RecordingApi(echo(500, f"boom for {BASE}/?api_key={SECRET}")), FailureKind.PROVIDER_ERROR),
-        (RecordingApi(echo(500, f"key {SECRET[:12]}... failed")), FailureKind.PROVIDER_ERROR),
-        (RecordingApi(echo(503, f"url-encoded {SECRET.replace('-', '%2D')}")), None),
-        (RecordingApi(echo(500, "ends with a cut key " + SECRET[:20])), None),
-        (RecordingApi(echo(401, f"Incorrect key {SECRET[:6]}***{SECRET[-9:]}")), None),
+        (
+            ReplayUpstream(echo(500, f"boom for {BASE}/?api_key={SECRET}")),
+            FailureKind.PROVIDER_ERROR,
+        ),
+        (ReplayUpstream(echo(500, f"key {SECRET[:12]}... failed")), FailureKind.PROVIDER_ERROR),
+        (ReplayUpstream(echo(503, f"url-encoded {SECRET.replace('-', '%2D')}")), None),
+        (ReplayUpstream(echo(500, "ends with a cut key " + SECRET[:20])), None),
+        (ReplayUpstream(echo(401, f"Incorrect key {SECRET[:6]}***{SECRET[-9:]}")), None),
         (HangingApi(), FailureKind.TIMEOUT),
         (CrashingApi(), FailureKind.CONNECTION),
     ],

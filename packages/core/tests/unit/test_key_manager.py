@@ -28,6 +28,8 @@ from apikeyrouter.utils.exceptions import (
     KeyNotFoundError,
 )
 
+from tests.fake_clock import FakeClock
+
 SECRET = "sk-test-0123456789abcdefWXYZ"
 CANARY = "sk-CANARY-1234567890abcdef"
 
@@ -57,14 +59,6 @@ FORBIDDEN_PAIRS = [
 ]
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def store() -> InMemoryStateStore:
     return InMemoryStateStore()
@@ -77,7 +71,7 @@ def encryptor() -> KeyEncryptor:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_000.0)
 
 
 @pytest.fixture

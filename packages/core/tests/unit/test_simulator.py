@@ -40,26 +40,15 @@ from apikeyrouter.testing.simulator.stats import max_in_window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fake_clock import FakeClock
+
 KEY = "sk-test-0123456789abcdef"
 USER_MSG = [{"role": "user", "content": "hello there"}]
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 def client_for(provider: SimulatedProvider, key: str | None = KEY) -> httpx.AsyncClient:

@@ -27,6 +27,8 @@ from apikeyrouter.testing import (
 from apikeyrouter.testing.__main__ import build_parser, provider_from_args
 from apikeyrouter.testing.simulator.asgi import SimulatedDisconnect
 
+from tests.fake_clock import FakeClock
+
 KEY = "sk-ant-test-0123456789abcdef"
 MODEL = "claude-sonnet-4-5"
 USER_MSG = [{"role": "user", "content": "hello there"}]
@@ -40,20 +42,9 @@ WEATHER_TOOL = {
 CLOCK_TOOL = {"name": "get_time", "input_schema": {"type": "object", "properties": {}}}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 def make_provider(clock: FakeClock, *keys: SimKeyConfig | str) -> SimulatedProvider:

@@ -25,6 +25,8 @@ from apikeyrouter.testing import (
 from apikeyrouter.testing.simulator.asgi import SimulatedDisconnect
 from apikeyrouter.testing.simulator.gemini_wire import thought_signature
 
+from tests.fake_clock import FakeClock
+
 KEY = "AIza-test-0123456789abcdef"
 MODEL = "gemini-2.5-flash"
 GENERATE = f"/v1beta/models/{MODEL}:generateContent"
@@ -40,20 +42,9 @@ WEATHER_DECLARATION = {
 TIME_DECLARATION = {"name": "get_time", "description": "Current time"}
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 def make_provider(clock: FakeClock, *keys: SimKeyConfig | str) -> SimulatedProvider:
