@@ -23,7 +23,7 @@ from apikeyrouter.testing import SimulatedProvider
 from apikeyrouter_proxy.config import ProxyConfig
 
 from .conftest import KEY_A
-from .support import ADMIN, ADMIN_TOKEN, SIM_BASE, chat_body, running_proxy
+from .support import ADMIN, ADMIN_TOKEN, SIM_BASE, chat_body, running_proxy, sse_events
 
 GOOD = "geo-key-good-Tq7Wm2Lp9Xs4"
 BAD = "geo-key-bad-Hv3Nk8Rb5Jd1"
@@ -31,7 +31,8 @@ Message = MutableMapping[str, Any]
 
 
 class GeoApi:
-    """``POST /v1/geocode`` with ``{"q": ...}``; 401 for an unknown key, 400 without ``q``."""
+    """``POST /v1/geocode`` with ``{"q": ...}``; 401 for an unknown key, 400 without ``q``.
+    Asked for ``text/event-stream``, it answers with three candidate events."""
 
     def __init__(self) -> None:
         self.bodies: list[Any] = []
@@ -60,6 +61,9 @@ class GeoApi:
         else:
             self.bodies.append(data)
             status, answer = 200, {"query": data["q"], "lat": 48.8566, "lon": 2.3522}
+            if headers.get(b"accept") == b"text/event-stream":
+                await self._stream(data["q"], send)
+                return
         await send(
             {
                 "type": "http.response.start",
@@ -68,6 +72,16 @@ class GeoApi:
             }
         )
         await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+
+    @staticmethod
+    async def _stream(query: str, send: Callable[[Message], Awaitable[None]]) -> None:
+        start = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        for rank in range(3):
+            event = orjson.dumps({"query": query, "rank": rank})
+            await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n",
+                        "more_body": True})  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
 
 
 class ByHost(HttpTransport):
@@ -94,7 +108,7 @@ class ByHost(HttpTransport):
         await self._other.close()
 
 
-def _config(**auth: Any) -> ProxyConfig:
+def _config(*, streams: bool = False, **auth: Any) -> ProxyConfig:
     return ProxyConfig.model_validate(
         {
             "server": {"admin_token": ADMIN_TOKEN, "watch_config": False},
@@ -112,7 +126,11 @@ def _config(**auth: Any) -> ProxyConfig:
                     "kind": "generic",
                     "base_url": "http://geo.test/v1",
                     "models": ["geocode"],
-                    "options": {"path": "/geocode", "key_name": "x-api-key"},
+                    "options": {
+                        "path": "/geocode",
+                        "key_name": "x-api-key",
+                        **({"stream": "sse"} if streams else {}),
+                    },
                     "keys": [{"id": "geo-bad", "key": BAD}, {"id": "geo-good", "key": GOOD}],
                 },
             ],
@@ -156,6 +174,42 @@ async def test_raw_requests_pass_through_with_failover(sim: SimulatedProvider) -
         assert BAD not in response.text
 
 
+async def test_raw_streams_server_sent_events_with_failover(sim: SimulatedProvider) -> None:
+    geo = GeoApi()
+    transport = ByHost(ASGITransport(geo), ASGITransport(sim))
+    async with running_proxy(_config(streams=True), sim, transport=transport) as proxy:
+        streamed = await proxy.client.post(
+            "/v1/raw/geocode", json={"q": "Lyon", "stream": True, "limit": 3}
+        )
+        whole = await proxy.client.post("/v1/raw/geocode", json={"q": "Lyon"})
+        bad = await proxy.client.post("/v1/raw/geocode", json={"q": "Lyon", "stream": "yes"})
+    assert streamed.status_code == 200, streamed.text
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.headers["x-apikeyrouter-key-id"] == "geo-good"
+    assert streamed.headers["x-apikeyrouter-attempts"] == "2"  # the invalid key first
+    events = sse_events(streamed.text)
+    assert [orjson.loads(e) for e in events[:-1]] == [
+        {"query": "Lyon", "rank": rank} for rank in range(3)
+    ]
+    assert events[-1] == "[DONE]"
+    assert geo.bodies[0] == {"q": "Lyon", "limit": 3}  # the router's field stayed here
+    assert whole.json()["lat"] == 48.8566  # without "stream", one JSON answer as before
+    assert bad.status_code == 400
+    assert (bad.json()["error"]["param"], bad.json()["error"]["message"]) == (
+        "stream", "stream must be a boolean"
+    )  # fmt: skip
+    assert GOOD not in streamed.text
+
+
+async def test_raw_streaming_needs_a_provider_that_streams(sim: SimulatedProvider) -> None:
+    transport = ByHost(ASGITransport(GeoApi()), ASGITransport(sim))
+    async with running_proxy(_config(), sim, transport=transport) as proxy:
+        response = await proxy.client.post("/v1/raw/geocode", json={"q": "x", "stream": True})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+    assert "required capabilities" in response.json()["error"]["message"]
+
+
 async def test_raw_route_errors(sim: SimulatedProvider) -> None:
     geo = GeoApi()
     transport = ByHost(ASGITransport(geo), ASGITransport(sim))
@@ -187,7 +241,7 @@ async def test_raw_route_needs_a_client_key_when_clients_are_configured(
 ) -> None:
     geo = GeoApi()
     transport = ByHost(ASGITransport(geo), ASGITransport(sim))
-    clients = {"clients": [{"id": "app", "key": "app-client-key-1"}]}
+    clients: dict[str, Any] = {"clients": [{"id": "app", "key": "app-client-key-1"}]}
     async with running_proxy(_config(**clients), sim, transport=transport) as proxy:
         anonymous = await proxy.client.post("/v1/raw/geocode", json={"q": "x"})
         known = await proxy.client.post(

@@ -5,7 +5,11 @@ the JSON body goes upstream as it is (the generic adapter drops only ``model``, 
 ``stream_options`` unless configured otherwise) and the upstream's answer comes back as JSON
 (a JSON object as it is; other JSON as ``{"data": ...}``; text as ``{"text": ...}``). The model
 comes from the path, so the body never needs a routing field. Lean ASGI like the other ``/v1``
-routes: same client auth, body limit, failover, headers, metrics and access log; no streaming.
+routes: same client auth, body limit, failover, headers, metrics and access log.
+
+``"stream": true`` in the body (a provider with ``stream: sse``) answers with server-sent
+events: one ``data:`` event per upstream event (its JSON payload, wrapped like a whole answer
+when it is not an object), then ``data: [DONE]``, exactly as the chat route streams.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from apikeyrouter import Endpoint, InvalidRequestError, RequestIntent
 from apikeyrouter.utils.exceptions import ApiKeyRouterError, NoKeyAvailableError, UpstreamError
 
 from apikeyrouter_proxy.api.v1.completions import CompletionEndpoint, parse_body
+from apikeyrouter_proxy.api.v1.streaming import stream_response
 from apikeyrouter_proxy.asgi_types import Receive, Scope, Send
 from apikeyrouter_proxy.middleware.auth import authenticate_client
 from apikeyrouter_proxy.middleware.body_limit import read_body
@@ -31,12 +36,15 @@ def raw_intent(body: bytes, model: str, ctx: RequestContext) -> RequestIntent:
     data = parse_body(body) if body.strip() else {}
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object", param=None)
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequestError("stream must be a boolean", param="stream")
     # All fields given: model_construct would otherwise run default factories per request.
     return RequestIntent.model_construct(
         endpoint=Endpoint.RAW,
         model=model,
         body=data,
-        stream=False,
+        stream=stream,
         max_tokens=None,
         client_id=ctx.client_id,
         request_id=ctx.request_id,
@@ -66,7 +74,11 @@ class RawEndpoint(CompletionEndpoint):
             model = ctx.path[len(RAW_PREFIX) :]
             authenticate_client(runtime, ctx)
             body = await read_body(receive, runtime.max_body_bytes, ctx.content_length)
-            await self._respond(raw_intent(body, model, ctx), ctx, send)
+            intent = raw_intent(body, model, ctx)
+            if intent.stream:
+                await stream_response(runtime, intent, ctx, receive, send)
+                return
+            await self._respond(intent, ctx, send)
         except (ApiKeyRouterError, ProxyError) as exc:
             if isinstance(exc, NoKeyAvailableError):
                 ctx.attempts = exc.attempts
