@@ -98,3 +98,24 @@ async def test_a_pool_read_in_chunks_gives_the_same_text(
     assert chunked == whole
     assert reads == [3, 3, 1]
     assert turns - started >= 2  # the loop ran other work between the chunks
+
+
+async def test_a_key_revoked_between_chunks_is_left_out(
+    router: ApiKeyRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(key_metrics, "KEYS_PER_CHUNK", 3)
+    read = router.quota_states
+    revoked: list[str] = []
+
+    async def revoking_after_the_first_chunk(key_ids: object = None) -> object:
+        states = await read(key_ids)  # type: ignore[arg-type]
+        if not revoked:  # an operator revokes a key the render has not reached yet
+            await router.keys.revoke("k6")
+            revoked.append("k6")
+        return states
+
+    monkeypatch.setattr(router, "quota_states", revoking_after_the_first_chunk)
+    text = (await KeyGauges().render(router)).decode()
+    assert revoked == ["k6"]
+    assert 'key_id="k6"' not in text
+    assert 'key_id="k5"' in text
