@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytest
 from apikeyrouter import (
@@ -13,7 +13,13 @@ from apikeyrouter import (
     OpenAIAdapter,
     RetryPolicy,
 )
-from apikeyrouter.domain.interfaces.state_store import CircuitPolicy
+from apikeyrouter.domain.interfaces.state_store import (
+    CircuitPolicy,
+    Reservation,
+    ReservationRefusal,
+    ReservationRequest,
+)
+from apikeyrouter.infrastructure.state_store.memory_store import InMemoryStateStore
 from apikeyrouter.infrastructure.transport.asgi_transport import ASGITransport
 from apikeyrouter.infrastructure.transport.base import HttpResponse
 from apikeyrouter.testing import SimKeyConfig, SimulatedProvider
@@ -142,4 +148,41 @@ async def test_a_request_in_flight_when_its_key_is_revoked_still_completes() -> 
     response = await in_flight
     assert response.key_used == key.id
     assert key.id not in router._ctx.stats  # the late bookkeeping did not bring it back
+    await router.close()
+
+
+class RevokingStore(InMemoryStateStore):
+    """Revokes the key it has just reserved, once: as if a config reload removed it while the
+    reservation was on its way back from a shared store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.router: ApiKeyRouter | None = None
+        self.revoked: list[str] = []
+
+    async def reserve(
+        self, requests: Sequence[ReservationRequest], now: float
+    ) -> Reservation | ReservationRefusal:
+        reserved = await super().reserve(requests, now)
+        if isinstance(reserved, Reservation) and not self.revoked and self.router is not None:
+            self.revoked.append(reserved.key_id)
+            await self.router.keys.revoke(reserved.key_id)
+        return reserved
+
+
+async def test_a_key_revoked_while_its_reservation_returns_gives_way_to_another() -> None:
+    secrets = ["sk-test-admin-0006", "sk-test-admin-0007"]
+    provider = SimulatedProvider([SimKeyConfig(key=s, label=s[-1]) for s in secrets])
+    store = RevokingStore()
+    router = ApiKeyRouter(store)
+    store.router = router
+    await router.register_provider(
+        "openai", OpenAIAdapter("http://sim/v1", transport=ASGITransport(provider))
+    )
+    keys = [await router.register_key(s, "openai") for s in secrets]
+    response = await router.route(dict(BODY))
+    (revoked,) = store.revoked
+    assert response.key_used != revoked
+    assert response.key_used in {k.id for k in keys}
+    assert revoked not in router._ctx.stats  # no bookkeeping brought it back
     await router.close()
