@@ -3,16 +3,18 @@
 A seeded random sequence of reservations (with and without a shared budget counter), commits
 (one at a time, or in a write-behind batch), releases, outside charges and clock jumps drives
 both stores; after every step each window must read the same. Used by the Redis and MongoDB
-store tests.
+store tests, as is the check that replicas racing for the same keys never overshoot a limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 
 from apikeyrouter.domain.interfaces.state_store import (
     Reservation,
+    ReservationRefusal,
     ReservationRequest,
     SharedCounter,
     StateStore,
@@ -94,3 +96,26 @@ async def assert_matches_memory_store(store: StateStore, seed: int, steps: int) 
     # The sequence exercised both outcomes, not just one.
     assert outcomes["Reservation"] > 20
     assert outcomes["ReservationRefusal"] > 20
+
+
+async def assert_replicas_never_overshoot(replicas: list[StateStore], t0: float) -> None:
+    """Four replicas race 200 reservations for five keys of 10 requests a minute: exactly 10
+    each are granted, and every refusal says when the window frees up."""
+    key_ids = [f"k{i}" for i in range(5)]
+    limit = (WindowLimit("requests", 60.0, 10.0),)
+    rng = random.Random(11)
+
+    async def one(i: int) -> Reservation | ReservationRefusal:
+        order = rng.sample(key_ids, len(key_ids))
+        candidates = [ReservationRequest(k, limit, {"requests": 1}) for k in order]
+        return await replicas[i % len(replicas)].reserve(candidates, t0)
+
+    results = await asyncio.gather(*(one(i) for i in range(200)))
+    granted = Counter(r.key_id for r in results if isinstance(r, Reservation))
+    assert sum(granted.values()) == 50
+    assert granted == dict.fromkeys(key_ids, 10)
+    refusals = [r for r in results if isinstance(r, ReservationRefusal)]
+    assert {r.retry_at for r in refusals} == {t0 + 61}  # bucket width 1 s, all charged at t0
+    for key_id in key_ids:
+        (usage,) = await replicas[0].window_usage(key_id, limit, t0)
+        assert usage.used == 10.0

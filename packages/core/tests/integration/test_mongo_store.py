@@ -58,7 +58,10 @@ from tests.integration.mongo_server import (  # noqa: F401 (pytest fixtures, use
     mongo_database_fixture,
     nx_server_fixture,
 )
-from tests.integration.store_equivalence import assert_matches_memory_store
+from tests.integration.store_equivalence import (
+    assert_matches_memory_store,
+    assert_replicas_never_overshoot,
+)
 from tests.unit import test_memory_store as contract
 
 T0 = contract.T0
@@ -279,23 +282,7 @@ RPM10 = (WindowLimit("requests", 60.0, 10.0),)
 
 
 async def test_replicas_never_overshoot_a_key_limit_together(make_mongo: StoreMaker) -> None:
-    replicas = [await make_mongo() for _ in range(4)]
-    key_ids = [f"k{i}" for i in range(5)]
-    rng = random.Random(11)
-
-    async def one(i: int) -> Reservation | ReservationRefusal:
-        order = rng.sample(key_ids, len(key_ids))
-        candidates = [ReservationRequest(k, RPM10, {"requests": 1}) for k in order]
-        return await replicas[i % 4].reserve(candidates, T0)
-
-    results = await asyncio.gather(*(one(i) for i in range(200)))
-    granted = Counter(r.key_id for r in results if isinstance(r, Reservation))
-    assert sum(granted.values()) == 50
-    assert granted == dict.fromkeys(key_ids, 10)
-    refusals = [r for r in results if isinstance(r, ReservationRefusal)]
-    assert {r.retry_at for r in refusals} == {T0 + 61}  # bucket width 1 s, all charged at T0
-    for key_id in key_ids:
-        assert await contract.used(replicas[0], key_id, RPM10[0], T0) == 10.0
+    await assert_replicas_never_overshoot([await make_mongo() for _ in range(4)], T0)
 
 
 async def test_a_hard_shared_budget_admits_exactly_its_limit(make_mongo: StoreMaker) -> None:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -26,9 +24,7 @@ import pytest
 from apikeyrouter.domain.interfaces.state_store import (
     Reservation,
     ReservationRefusal,
-    ReservationRequest,
     StateStore,
-    WindowLimit,
 )
 from apikeyrouter.domain.models.api_key import APIKey, KeyLimits, KeyState, KeyUsage
 from apikeyrouter.infrastructure.state_store.memory_store import InMemoryStateStore
@@ -38,7 +34,10 @@ from apikeyrouter.infrastructure.state_store.redis_store import RedisStateStore
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from tests.integration.conftest import REDIS_URL
-from tests.integration.store_equivalence import assert_matches_memory_store
+from tests.integration.store_equivalence import (
+    assert_matches_memory_store,
+    assert_replicas_never_overshoot,
+)
 from tests.unit import test_memory_store as contract
 
 pytestmark = pytest.mark.redis
@@ -207,25 +206,7 @@ async def test_random_sequences_match_the_memory_store(
 async def test_replicas_never_overshoot_a_limit_together(
     make_redis: Callable[..., RedisStateStore],
 ) -> None:
-    replicas = [make_redis() for _ in range(4)]
-    key_ids = [f"k{i}" for i in range(5)]
-    limit = (WindowLimit("requests", 60.0, 10.0),)
-    rng = random.Random(11)
-
-    async def one(i: int) -> Reservation | ReservationRefusal:
-        order = rng.sample(key_ids, len(key_ids))
-        candidates = [ReservationRequest(k, limit, {"requests": 1}) for k in order]
-        return await replicas[i % 4].reserve(candidates, T0)
-
-    results = await asyncio.gather(*(one(i) for i in range(200)))
-    granted = Counter(r.key_id for r in results if isinstance(r, Reservation))
-    assert sum(granted.values()) == 50
-    assert granted == dict.fromkeys(key_ids, 10)
-    refusals = [r for r in results if isinstance(r, ReservationRefusal)]
-    assert {r.retry_at for r in refusals} == {T0 + 61}  # bucket width 1 s, all charged at T0
-    for key_id in key_ids:
-        (usage,) = await replicas[0].window_usage(key_id, limit, T0)
-        assert usage.used == 10.0
+    await assert_replicas_never_overshoot([make_redis() for _ in range(4)], T0)
 
 
 async def next_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
