@@ -74,6 +74,33 @@ async def decision_time(key_count: int, iterations: int) -> list[float]:
     return samples
 
 
+async def exhausted_pool(key_count: int, refusals: int) -> tuple[list[float], list[float]]:
+    """Every key allows one request a minute (a frozen clock): the decision while the pool fills
+    up key by key, then the refusal once every key is full (which ranks the whole pool)."""
+    router = ApiKeyRouter(record_decisions=False, clock=lambda: 1_000_000.0)
+    await router.register_provider("openai", OpenAIAdapter("http://unused.invalid/v1"))
+    for n in range(key_count):
+        await router.register_key(f"sk-bench-{n:08d}-xxxxxxxx", "openai", requests_per_minute=1)
+    intent = intent_from_openai(BODY, Endpoint.CHAT)
+
+    async def attempt() -> float:
+        run, steps = router._start_run(intent, None)
+        run.enter(steps[0])
+        start = time.perf_counter_ns()
+        outcome = await router._selector.try_acquire(run)
+        elapsed = (time.perf_counter_ns() - start) / 1000.0
+        if isinstance(outcome, Exception) != (len(filling) == key_count):
+            raise RuntimeError(f"unexpected outcome: {outcome!r}")
+        return elapsed
+
+    filling: list[float] = []
+    for _ in range(key_count):
+        filling.append(await attempt())
+    refused = [await attempt() for _ in range(refusals)]
+    await router.close()
+    return filling, refused
+
+
 async def full_route(iterations: int) -> tuple[list[float], list[float]]:
     """route() over an in-process transport to the simulator, and the bare adapter call."""
     provider = SimulatedProvider()
@@ -111,6 +138,11 @@ async def main_async(iterations: int, key_counts: list[int]) -> None:
     for count in key_counts:
         runs = iterations if count <= 1000 else max(200, iterations // 10)
         print(_row(f"  {count:>6} keys", await decision_time(count, runs)))
+    print("a pool of keys allowing one request a minute each: filling it, then refusals")
+    for count in (1000, 10000):
+        filling, refused = await exhausted_pool(count, 50)
+        print(_row(f"  {count:>6} keys, while filling", filling))
+        print(_row(f"  {count:>6} keys, refused when full", refused))
     routed, direct = await full_route(iterations)
     print("full request through the in-process ASGI transport to the simulator (10 keys)")
     print(_row("  ApiKeyRouter.route()", routed))
