@@ -318,13 +318,8 @@ class RedisStateStore(StateStore):
         self, requests: Sequence[tuple[str, Sequence[WindowLimit]]], now: float
     ) -> list[list[WindowUsage]]:
         """Every key's windows in one pipelined round trip per chunk of keys."""
-        wanted = [(key_id, limits) for key_id, limits in requests if limits]
-        replies: list[Any] = []
-        for start in range(0, len(wanted), _KEYS_PER_READ_PIPELINE):
-            chunk = wanted[start : start + _KEYS_PER_READ_PIPELINE]
-            calls = [self._window_usage_call(key_id, limits, now) for key_id, limits in chunk]
-            replies += await lua.run_pipelined(self._client, calls)
-        answers = iter(replies)
+        calls = [self._window_usage_call(k, limits, now) for k, limits in requests if limits]
+        answers = iter(await self._read_pipelined(calls))
         return [_window_usages(limits, next(answers)) if limits else [] for _, limits in requests]
 
     def _window_usage_call(
@@ -372,12 +367,17 @@ class RedisStateStore(StateStore):
 
     async def circuits(self, key_ids: Sequence[str], now: float) -> list[CircuitSnapshot]:
         """Every key's circuit in one pipelined round trip per chunk of keys."""
+        calls = [self._circuit_call("read", key_id, now) for key_id in key_ids]
+        return [_circuit_reply(reply)[0] for reply in await self._read_pipelined(calls)]
+
+    async def _read_pipelined(self, calls: list[lua.ScriptCall]) -> list[Any]:
+        """Read-only script calls, one pipelined round trip per ``_KEYS_PER_READ_PIPELINE``."""
         replies: list[Any] = []
-        for start in range(0, len(key_ids), _KEYS_PER_READ_PIPELINE):
-            chunk = key_ids[start : start + _KEYS_PER_READ_PIPELINE]
-            calls = [self._circuit_call("read", key_id, now) for key_id in chunk]
-            replies += await lua.run_pipelined(self._client, calls)
-        return [_circuit_reply(reply)[0] for reply in replies]
+        for start in range(0, len(calls), _KEYS_PER_READ_PIPELINE):
+            replies += await lua.run_pipelined(
+                self._client, calls[start : start + _KEYS_PER_READ_PIPELINE]
+            )
+        return replies
 
     async def record_success(self, key_id: str, now: float) -> CircuitSnapshot:
         return (await self._circuit("success", key_id, now))[0]
