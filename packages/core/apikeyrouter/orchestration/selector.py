@@ -280,17 +280,17 @@ class KeySelector:
                     run, decision, found, reserved, requests, budgets, now
                 )
                 return refused, found
-            probing = reserved.key_id in half_open
-            if not probing or await ctx.store.try_acquire_probe(reserved.key_id, now):
-                found_key = ctx.keys.find(reserved.key_id)
-                if found_key is not None:
-                    break
-                # Revoked while the reservation was on its way (a config reload, say).
-            # Otherwise another request is probing this key. Either way: give the reservation
-            # back and try the rest.
+            chosen = ctx.keys.find(reserved.key_id)
+            if chosen is not None and (
+                reserved.key_id not in half_open
+                or await ctx.store.try_acquire_probe(reserved.key_id, now)
+            ):
+                break
+            # Revoked while the reservation was on its way (a config reload, say), or another
+            # request is probing this key: give the reservation back, try the rest.
             await ctx.store.release(reserved)
             requests = [r for r in requests if r.key_id != reserved.key_id]
-        key = found_key
+        key = chosen
         ctx.quota.charged(key, reserved.amounts, now)
         decision = self._decision(run, found, ranking.scores, key, now)
         stats = ctx.stats.get(key.id)
