@@ -81,9 +81,8 @@ class WindowCounter:
         return self._retry_at(now, self.used(now), amount, limit)
 
     def _retry_at(self, now: float, used: float, amount: float, limit: float) -> float | None:
-        """:meth:`retry_at` given what the window holds at ``now`` (``used(now)``)."""
-        if amount > limit:
-            return None
+        """:meth:`retry_at` given what the window holds at ``now`` (``used(now)``), for an
+        ``amount`` no larger than ``limit``."""
         if used + amount <= limit:
             return now
         oldest = self._index(now) - self.buckets
