@@ -33,9 +33,7 @@ class KeyQuota:
 
 
 async def key_quota(router: ApiKeyRouter, key: APIKey, now: float | None = None) -> KeyQuota:
-    at = time.time() if now is None else now
-    quota = await router.quota_state(key.id)
-    return _key_quota(key, quota, await router.store.circuit(key.id, at), at)
+    return (await key_quotas(router, [key], now))[0]
 
 
 async def key_quotas(
@@ -53,10 +51,13 @@ async def key_quotas(
     ]
 
 
+def _circuit_open(circuit: CircuitSnapshot, at: float) -> bool:
+    """An open breaker keeps the key out of routing until its timer runs out."""
+    return circuit.state is CircuitState.OPEN and (circuit.open_until or 0.0) > at
+
+
 def _key_quota(key: APIKey, quota: QuotaState, circuit: CircuitSnapshot, at: float) -> KeyQuota:
-    routable = is_routable(key, at) and not (
-        circuit.state is CircuitState.OPEN and (circuit.open_until or 0.0) > at
-    )
+    routable = is_routable(key, at) and not _circuit_open(circuit, at)
     return KeyQuota(key, quota, circuit, routable)
 
 
@@ -102,6 +103,6 @@ async def any_key_routable(router: ApiKeyRouter, now: float | None = None) -> bo
         if not is_routable(key, at):
             continue
         circuit = await router.store.circuit(key.id, at)
-        if not (circuit.state is CircuitState.OPEN and (circuit.open_until or 0.0) > at):
+        if not _circuit_open(circuit, at):
             return True
     return False
